@@ -1,0 +1,48 @@
+"""Small argument checks shared by layers, builders and the registry.
+
+Every failure is a ``ValueError`` whose message names the valid choices, so a
+typo on the command line or in a notebook tells the user what to type instead.
+"""
+
+import difflib
+import numbers
+
+
+def check_choice(what, value, choices):
+    """Return ``value`` if it is one of ``choices``, else raise a clear error."""
+    choices = list(choices)
+    if isinstance(value, str) and value in choices:
+        return value
+    hint = ""
+    if isinstance(value, str):
+        close = difflib.get_close_matches(value, [str(c) for c in choices], n=1)
+        if close:
+            hint = f" Did you mean {close[0]!r}?"
+    raise ValueError(
+        f"Unknown {what} {value!r}. Valid choices: "
+        f"{', '.join(repr(c) for c in choices)}.{hint}"
+    )
+
+
+def check_int(what, value, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"`{what}` must be an integer, got {value!r}.")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"`{what}` must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def check_float(what, value, low=None, high=None, low_open=False, high_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"`{what}` must be a number, got {value!r}.")
+    value = float(value)
+    bad_low = low is not None and (value <= low if low_open else value < low)
+    bad_high = high is not None and (value >= high if high_open else value > high)
+    if value != value or bad_low or bad_high:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(
+            f"`{what}` must be in {lo}{low if low is not None else '-inf'}, "
+            f"{high if high is not None else 'inf'}{hi}, got {value}."
+        )
+    return value

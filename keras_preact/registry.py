@@ -1,0 +1,162 @@
+"""The model registry: ``--arch`` names, their builders and metadata.
+
+An arch name means a depth and family; the activation placement and the
+shortcut are separate options (defaults: ``full_preact`` and ``identity``)::
+
+    >>> keras_preact.list_models()
+    ['resnet20', 'resnet32', ..., 'resnet200', 'resnet18_cifar']
+    >>> model = keras_preact.get_model("resnet164", classes=100)
+    >>> keras_preact.model_info("resnet1001")["paper_error"]["cifar10"]["full_preact"]
+    4.92
+"""
+
+import dataclasses
+import functools
+
+from keras_preact import models
+from keras_preact._validation import check_choice
+
+# Test error (%) reported in He et al. 2016, by data set and unit placement.
+# CIFAR: Table 2 (placements, ResNet-110 and ResNet-164 on CIFAR-10) and
+# Table 3 (original vs. pre-activation, CIFAR-10 and CIFAR-100).
+# ImageNet: Table 5, top-1 error of a single 320x320 crop.
+PAPER_ERRORS = {
+    "resnet110": {
+        "cifar10": {"original": 6.61, "bn_after_addition": 8.17,
+                    "relu_before_addition": 7.84, "relu_only_preact": 6.71,
+                    "full_preact": 6.37},
+    },
+    "resnet164": {
+        "cifar10": {"original": 5.93, "bn_after_addition": 6.50,
+                    "relu_before_addition": 6.14, "relu_only_preact": 5.91,
+                    "full_preact": 5.46},
+        "cifar100": {"original": 25.16, "full_preact": 24.33},
+    },
+    "resnet1001": {
+        "cifar10": {"original": 7.61, "full_preact": 4.92},
+        "cifar100": {"original": 27.82, "full_preact": 22.71},
+    },
+    "resnet152": {"imagenet2012": {"original": 21.3, "full_preact": 21.1}},
+    "resnet200": {"imagenet2012": {"original": 21.8, "full_preact": 20.7}},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What an arch name stands for."""
+
+    name: str
+    builder: object
+    family: str  # "cifar" or "imagenet"
+    depth: int
+    form: str  # "basic" or "bottleneck"
+    stage_units: tuple
+    dataset: str  # the data set the paper trains it on
+    input_shape: tuple
+    classes: int
+    params: int  # trainable parameters of the default model (full_preact, identity)
+    stem: str = "cifar"
+
+    @property
+    def paper_error(self):
+        return PAPER_ERRORS.get(self.name, {})
+
+    def build(self, **kwargs):
+        if self.family == "imagenet" and self.stem == "cifar":
+            kwargs.setdefault("stem", "cifar")
+        return self.builder(**kwargs)
+
+
+def _cifar(depth, form, params):
+    return ModelSpec(
+        name=f"resnet{depth}", builder=getattr(models, f"PreActResNet{depth}"),
+        family="cifar", depth=depth, form=form,
+        stage_units=models.cifar_stage_units(depth, form), dataset="cifar10",
+        input_shape=(32, 32, 3), classes=10, params=params,
+    )
+
+
+def _imagenet(depth, params, stem="imagenet"):
+    form, units = models.IMAGENET_STAGES[depth]
+    cifar_stem = stem == "cifar"
+    return ModelSpec(
+        name=f"resnet{depth}" + ("_cifar" if cifar_stem else ""),
+        builder=getattr(models, f"PreActResNet{depth}"),
+        family="imagenet", depth=depth, form=form, stage_units=units,
+        dataset="cifar10" if cifar_stem else "imagenet2012",
+        input_shape=(32, 32, 3) if cifar_stem else (224, 224, 3),
+        classes=10 if cifar_stem else 1000, params=params, stem=stem,
+    )
+
+
+# Trainable parameter counts are those of the default configuration; the test
+# suite rebuilds every model and checks them, and checks the paper's figures
+# (ResNet-164 1,703,258; ResNet-1001 10,327,706) independently.
+_SPECS = (
+    _cifar(20, "basic", 272_282),
+    _cifar(32, "basic", 466_714),
+    _cifar(44, "basic", 661_146),
+    _cifar(56, "basic", 855_578),
+    _cifar(110, "basic", 1_730_522),
+    _cifar(1202, "basic", 19_423_834),
+    _cifar(164, "bottleneck", 1_703_258),
+    _cifar(1001, "bottleneck", 10_327_706),
+    _imagenet(18, 11_687_720),
+    _imagenet(34, 21_795_880),
+    _imagenet(50, 25_549_352),
+    _imagenet(101, 44_541_480),
+    _imagenet(152, 60_185_128),
+    _imagenet(200, 64_666_152),
+    _imagenet(18, 11_172_170, stem="cifar"),
+)
+MODELS = {spec.name: spec for spec in _SPECS}
+
+
+def list_models(family=None):
+    """The arch names, optionally only those of ``family`` ("cifar"/"imagenet")."""
+    if family is not None:
+        check_choice("family", family, ("cifar", "imagenet"))
+    return [n for n, s in MODELS.items() if family is None or s.family == family]
+
+
+def get_spec(name):
+    return MODELS[check_choice("arch", name, MODELS)]
+
+
+def get_model(name, **kwargs):
+    """Build the model of arch ``name``; ``kwargs`` go to its builder
+    (``classes``, ``placement``, ``shortcut``, ``input_shape`` ...)."""
+    return get_spec(name).build(**kwargs)
+
+
+def model_info(name):
+    """Metadata of arch ``name`` as a plain dict."""
+    spec = get_spec(name)
+    info = dataclasses.asdict(spec)
+    info["builder"] = spec.builder.__name__
+    info["paper_error"] = spec.paper_error
+    return info
+
+
+@functools.lru_cache(maxsize=None)
+def markdown_table():
+    """The README's model table, generated from the registry."""
+    rows = [
+        "| arch | builder | family | depth | form | units per stage | params | "
+        "paper error, full pre-act (%) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for spec in MODELS.values():
+        errors = ", ".join(
+            f"{ds} {by.get('full_preact')}"
+            for ds, by in spec.paper_error.items()
+            if "full_preact" in by
+        )
+        family = spec.family + (" (cifar stem)" if spec.stem == "cifar" and spec.family == "imagenet" else "")
+        builder = spec.builder.__name__ + ("(stem='cifar')" if spec.name.endswith("_cifar") else "")
+        rows.append(
+            f"| `{spec.name}` | `{builder}` | {family} | {spec.depth} | {spec.form} | "
+            f"{'-'.join(map(str, spec.stage_units))} | {spec.params / 1e6:.2f}M | "
+            f"{errors or '-'} |"
+        )
+    return "\n".join(rows)

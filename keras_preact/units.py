@@ -1,0 +1,368 @@
+"""Residual units of He et al. 2016, Fig. 4 and Table 2, as Keras layers.
+
+A unit computes ``y = h(x) + F(x)`` and ``x_next = f(y)``. The five activation
+placements of Fig. 4 differ only in where BN and ReLU sit around the
+convolutions of ``F`` and after the addition (``f``). ``ResidualUnit`` owns
+construction, ``build``, ``compute_output_shape`` and ``get_config``; each
+placement is a thin subclass that declares three sequences of operations and
+whose ``call`` is the paper's equation:
+
+========================  ===================  ==========================  ============
+placement (Fig. 4)        pre-activation       each conv of F              after ``+``
+========================  ===================  ==========================  ============
+(a) original              --                   conv-BN-ReLU, last conv-BN  ReLU
+(b) bn_after_addition     --                   conv-BN-ReLU, last conv     BN-ReLU
+(c) relu_before_addition  --                   conv-BN-ReLU (all)          --
+(d) relu_only_preact      ReLU                 conv-BN-ReLU, last conv-BN  --
+(e) full_preact           BN-ReLU              conv-BN-ReLU, last conv     --
+========================  ===================  ==========================  ============
+
+(For the pre-activation forms the table is read with the pre-activation
+first: (e) is BN-ReLU-conv-BN-ReLU-conv, (d) is ReLU-conv-BN-ReLU-conv-BN.)
+
+The residual function is ``basic`` (two 3x3 convolutions, ``filters`` wide) or
+``bottleneck`` (1x1 to ``filters``, 3x3, 1x1 to ``4 * filters``).
+
+Pre-activation units (d, e) can place their pre-activation in three ways
+(``preact``): ``"residual"`` on the residual branch only (the shortcut sees
+``x``), ``"shared"`` once before the split so that the shortcut sees the
+activated input, or ``"none"`` (the input is already activated, as after the
+ImageNet stem). ``"auto"`` shares it where the unit projects a change of shape,
+as the paper's appendix and the authors' code do, and otherwise keeps the
+identity path clean.
+"""
+
+import keras
+from keras import layers
+
+from keras_preact._validation import check_choice, check_float, check_int
+from keras_preact.shortcuts import PROJECTIONS, he_normal_fan_out, make_shortcut, resolve_shortcut
+
+FORMS = ("basic", "bottleneck")
+STRIDE_ON = ("first", "3x3")
+PREACT_MODES = ("auto", "residual", "shared", "none")
+EXPANSION = {"basic": 1, "bottleneck": 4}
+
+# Operation tokens used by the placement tables below.
+CONV, BN, RELU = "conv", "bn", "relu"
+
+
+class ResidualUnit(layers.Layer):
+    """Base class of the residual units; use a placement subclass.
+
+    Args:
+        filters: width of the residual function. The unit outputs ``filters``
+            channels (basic) or ``4 * filters`` channels (bottleneck).
+        form: ``"basic"`` or ``"bottleneck"``.
+        strides: spatial stride of the unit (1 or 2 in the paper's nets).
+        stride_on: which convolution carries the stride: ``"first"`` (the
+            authors' CIFAR code, resnet-1k-layers) or ``"3x3"`` (the
+            fb.resnet.torch ImageNet pre-ResNet).
+        shortcut: a shortcut name or dict, see ``keras_preact.shortcuts``.
+        projection: ``"A"``, ``"B"`` or ``"C"``: how a change of shape is met.
+        preact: ``"auto"``, ``"residual"``, ``"shared"`` or ``"none"``; only
+            meaningful for pre-activation placements.
+        bn_momentum, bn_epsilon: BatchNormalization settings; the defaults
+            (0.9, 1e-5) are the Torch values of the authors' code.
+        sync_bn: synchronise BN statistics across replicas (TensorFlow only).
+        zero_init_residual: initialise the last BN gamma (or, where F ends in
+            a convolution, its kernel) to zero so the unit starts as ``h``.
+        kernel_initializer: defaults to He-normal over the fan-out.
+        kernel_regularizer: applied to every convolution kernel.
+    """
+
+    placement = None
+    figure = None
+    preactivation = ()
+    after_conv = (BN, RELU)
+    last_conv_tail = (BN,)
+    after_addition = ()
+
+    def __init__(
+        self,
+        filters,
+        form="basic",
+        strides=1,
+        stride_on="first",
+        shortcut="identity",
+        projection="B",
+        preact="auto",
+        bn_momentum=0.9,
+        bn_epsilon=1e-5,
+        sync_bn=False,
+        zero_init_residual=False,
+        kernel_initializer=None,
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if self.placement is None:
+            raise TypeError(
+                "ResidualUnit is a base class; use one of "
+                f"{', '.join(PLACEMENTS)} (keras_preact.units.PLACEMENTS)."
+            )
+        self.filters = check_int("filters", filters, minimum=1)
+        self.form = check_choice("residual form", form, FORMS)
+        self.strides = check_int("strides", strides, minimum=1)
+        self.stride_on = check_choice("stride_on", stride_on, STRIDE_ON)
+        self.shortcut_spec = resolve_shortcut(shortcut)
+        self.projection = check_choice("projection", projection, PROJECTIONS)
+        self.preact = check_choice("preact", preact, PREACT_MODES)
+        if not self.preactivation and self.preact not in ("auto", "residual"):
+            raise ValueError(
+                f"preact={preact!r} applies only to pre-activation placements "
+                f"(relu_only_preact, full_preact), not {self.placement!r}."
+            )
+        self.bn_momentum = check_float("bn_momentum", bn_momentum, 0.0, 1.0)
+        self.bn_epsilon = check_float("bn_epsilon", bn_epsilon, 0.0, low_open=True)
+        self.sync_bn = bool(sync_bn)
+        if self.sync_bn and keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                "sync_bn=True (synchronised BatchNormalization) is available only "
+                f"on the TensorFlow backend, not {keras.backend.backend()!r}. "
+                "On JAX, keras.distribution.DataParallel already computes "
+                "global-batch statistics; use sync_bn=False."
+            )
+        self.zero_init_residual = bool(zero_init_residual)
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer or he_normal_fan_out()
+        )
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+
+    # -- structure --------------------------------------------------------------
+    @property
+    def out_channels(self):
+        return self.filters * EXPANSION[self.form]
+
+    def _conv_specs(self):
+        """(kernel, filters, strides) of each convolution of F."""
+        if self.form == "basic":
+            kernels, widths = (3, 3), (self.filters, self.filters)
+        else:
+            kernels, widths = (1, 3, 1), (self.filters, self.filters, self.out_channels)
+        stride_at = 0 if self.stride_on == "first" else kernels.index(3)
+        return [
+            (k, w, self.strides if i == stride_at else 1)
+            for i, (k, w) in enumerate(zip(kernels, widths))
+        ]
+
+    def _resolve_preact(self, in_channels):
+        if not self.preactivation:
+            return "none"
+        if self.preact != "auto":
+            return self.preact
+        probe = make_shortcut(
+            self.shortcut_spec, self.out_channels, strides=self.strides,
+            projection=self.projection,
+        )
+        changes = self.strides != 1 or in_channels != self.out_channels
+        return "shared" if changes and probe.match_mode(in_channels) == "project" else "residual"
+
+    def _make(self, token, name, conv=None):
+        if token == CONV:
+            kernel, filters, strides = conv
+            return layers.Conv2D(
+                filters, kernel, strides=strides, padding="same", use_bias=False,
+                kernel_initializer=self.kernel_initializer,
+                kernel_regularizer=self.kernel_regularizer,
+                dtype=self.dtype_policy, name=name,
+            )
+        if token == BN:
+            return layers.BatchNormalization(
+                momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+                synchronized=self.sync_bn, dtype=self.dtype_policy, name=name,
+            )
+        return layers.ReLU(dtype=self.dtype_policy, name=name)
+
+    @staticmethod
+    def _build_chain(chain, shape):
+        for layer in chain:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        if in_channels is None:
+            raise ValueError(f"{self.name} needs a known channel count, got {input_shape}.")
+        self.preact_mode = self._resolve_preact(in_channels)
+
+        # Pre-activation, applied before the split ("shared") or inside F.
+        self.pre = [
+            self._make(t, f"preact_{t}")
+            for t in (self.preactivation if self.preact_mode != "none" else ())
+        ]
+        # The residual function F.
+        self.branch = []
+        specs = self._conv_specs()
+        for i, spec in enumerate(specs, start=1):
+            self.branch.append(self._make(CONV, f"conv{i}", spec))
+            tail = self.last_conv_tail if i == len(specs) else self.after_conv
+            self.branch += [self._make(t, f"{t}{i}") for t in tail]
+        # The shortcut h, which also performs the merge.
+        self.shortcut = make_shortcut(
+            self.shortcut_spec, self.out_channels, strides=self.strides,
+            projection=self.projection, kernel_initializer=self.kernel_initializer,
+            kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy,
+            name="shortcut",
+        )
+        # f, after the addition.
+        self.post = [self._make(t, f"post_{t}") for t in self.after_addition]
+
+        shape = self._build_chain(self.pre, input_shape)
+        shortcut_in = shape if self.preact_mode == "shared" else input_shape
+        out = self._build_chain(self.branch, shape)
+        self.shortcut.build(shortcut_in)
+        self._build_chain(self.post, out)
+        if self.zero_init_residual:
+            last = self.branch[-1]
+            var = last.gamma if isinstance(last, layers.BatchNormalization) else last.kernel
+            var.assign(keras.ops.zeros(var.shape, dtype=var.dtype))
+        self.built = True
+
+    # -- the pieces of the paper's equation -------------------------------------
+    @staticmethod
+    def _run(chain, x, training):
+        for layer in chain:
+            if isinstance(layer, layers.BatchNormalization):
+                x = layer(x, training=training)
+            else:
+                x = layer(x)
+        return x
+
+    def split(self, x, training=None):
+        """``(shortcut input, residual input)`` after any shared pre-activation."""
+        if self.preact_mode == "shared":
+            x = self._run(self.pre, x, training)
+            return x, x
+        if self.preact_mode == "residual":
+            return x, self._run(self.pre, x, training)
+        return x, x
+
+    def residual(self, x, training=None):
+        """``F(x)``: the residual function applied to the unit's input ``x``."""
+        _, r = self.split(x, training)
+        return self._run(self.branch, r, training)
+
+    def F(self, r, training=None):
+        """The residual function on an already split (and maybe pre-activated) input."""
+        return self._run(self.branch, r, training)
+
+    def h(self, x, residual, training=None):
+        return self.shortcut(x, residual, training=training)
+
+    def f(self, y, training=None):
+        return self._run(self.post, y, training)
+
+    def call(self, x, training=None):
+        raise NotImplementedError("Each placement subclass writes its own equation.")
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1:3]
+        s = self.strides
+        h = None if h is None else -(-h // s)
+        w = None if w is None else -(-w // s)
+        return (input_shape[0], h, w, self.out_channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            form=self.form,
+            strides=self.strides,
+            stride_on=self.stride_on,
+            shortcut=dict(self.shortcut_spec),
+            projection=self.projection,
+            preact=self.preact,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            sync_bn=self.sync_bn,
+            zero_init_residual=self.zero_init_residual,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer)
+            if self.kernel_regularizer
+            else None,
+        )
+        return config
+
+
+def _register(cls):
+    return keras.saving.register_keras_serializable(package="keras_preact")(cls)
+
+
+@_register
+class OriginalUnit(ResidualUnit):
+    """Fig. 4(a), the original unit: ``x_next = ReLU(h(x) + F(x))``,
+    F = conv-BN-ReLU-conv-BN."""
+
+    placement, figure = "original", "4(a)"
+    after_addition = (RELU,)
+
+    def call(self, x, training=None):
+        return self.f(self.h(x, self.F(x, training), training), training)
+
+
+@_register
+class BNAfterAdditionUnit(ResidualUnit):
+    """Fig. 4(b): ``x_next = ReLU(BN(h(x) + F(x)))``, F = conv-BN-ReLU-conv."""
+
+    placement, figure = "bn_after_addition", "4(b)"
+    last_conv_tail = ()
+    after_addition = (BN, RELU)
+
+    def call(self, x, training=None):
+        return self.f(self.h(x, self.F(x, training), training), training)
+
+
+@_register
+class ReLUBeforeAdditionUnit(ResidualUnit):
+    """Fig. 4(c): ``x_next = h(x) + F(x)``, F = conv-BN-ReLU-conv-BN-ReLU."""
+
+    placement, figure = "relu_before_addition", "4(c)"
+    last_conv_tail = (BN, RELU)
+
+    def call(self, x, training=None):
+        return self.h(x, self.F(x, training), training)
+
+
+@_register
+class ReLUOnlyPreActUnit(ResidualUnit):
+    """Fig. 4(d): ``x_next = h(x) + F(x)``, F = ReLU-conv-BN-ReLU-conv-BN."""
+
+    placement, figure = "relu_only_preact", "4(d)"
+    preactivation = (RELU,)
+
+    def call(self, x, training=None):
+        x, r = self.split(x, training)
+        return self.h(x, self.F(r, training), training)
+
+
+@_register
+class FullPreActUnit(ResidualUnit):
+    """Fig. 4(e), full pre-activation: ``x_next = h(x) + F(x)``,
+    F = BN-ReLU-conv-BN-ReLU-conv. The paper's recommended unit."""
+
+    placement, figure = "full_preact", "4(e)"
+    preactivation = (BN, RELU)
+    last_conv_tail = ()
+
+    def call(self, x, training=None):
+        x, r = self.split(x, training)
+        return self.h(x, self.F(r, training), training)
+
+
+PLACEMENTS = {
+    cls.placement: cls
+    for cls in (
+        OriginalUnit,
+        BNAfterAdditionUnit,
+        ReLUBeforeAdditionUnit,
+        ReLUOnlyPreActUnit,
+        FullPreActUnit,
+    )
+}
+
+
+def make_unit(placement, filters, **kwargs):
+    """Instantiate the unit class of ``placement`` (a key of ``PLACEMENTS``)."""
+    return PLACEMENTS[check_choice("placement", placement, PLACEMENTS)](filters, **kwargs)
