@@ -29,4 +29,5 @@ from keras_preact.shortcuts import SHORTCUTS, PROJECTIONS
 from keras_preact.units import PLACEMENTS
 
 __version__ = "0.1.0"
+from keras_preact import registry, shortcuts, units
 from keras_preact.registry import MODELS, get_model, list_models, model_info

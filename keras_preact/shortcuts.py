@@ -321,3 +321,31 @@ def make_shortcut(spec, filters, **kwargs):
     spec = resolve_shortcut(spec)
     options = {k: v for k, v in spec.items() if k != "name"}
     return SHORTCUTS[spec["name"]](filters, **options, **kwargs)
+
+
+def parse_shortcut(text):
+    """Parse a command-line shortcut: ``NAME`` or ``NAME:key=value,key=value``.
+
+    ``"constant_scaling:scale=0.5,scale_residual=true"`` becomes
+    ``{"name": "constant_scaling", "scale": 0.5, "scale_residual": True}``.
+    Values are numbers or ``true``/``false``.
+    """
+    name, _, rest = text.partition(":")
+    spec = {"name": name.strip()}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(
+                f"Bad shortcut option {item!r} in {text!r}; write NAME:key=value,key=value "
+                "(e.g. 'constant_scaling:scale=0.5,scale_residual=true')."
+            )
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            parsed = low == "true"
+        else:
+            try:
+                parsed = float(low)
+            except ValueError:
+                raise ValueError(f"Shortcut option {key.strip()!r} needs a number or true/false, got {value!r}.")
+        spec[key.strip()] = parsed
+    return resolve_shortcut(spec)
