@@ -34,7 +34,7 @@ from keras import layers
 
 from keras_preact._validation import check_choice, check_int
 from keras_preact.shortcuts import he_normal_fan_out
-from keras_preact.units import EXPANSION, FORMS, PLACEMENTS, STRIDE_ON
+from keras_preact.units import EXPANSION, FORMS, PLACEMENTS, STRIDE_ON, check_sync_bn
 
 CIFAR_WIDTHS = (16, 32, 64)
 CIFAR_STRIDES = (1, 2, 2)
@@ -199,7 +199,14 @@ def build_resnet(
                 "top, or include_top=False with pooling='avg' or 'max'."
             )
     weights = _check_weights(weights)
-    keras.activations.get(classifier_activation)  # raises for unknown names
+    sync_bn = check_sync_bn(sync_bn)
+    try:
+        keras.activations.get(classifier_activation)
+    except ValueError:
+        raise ValueError(
+            f"Unknown classifier_activation {classifier_activation!r}: use None (logits), "
+            "'softmax' (the default) or another keras.activations name."
+        ) from None
     preact_net = bool(unit_cls.preactivation)
 
     total_stride = (4 if stem == "imagenet" else 1)

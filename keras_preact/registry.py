@@ -11,7 +11,6 @@ shortcut are separate options (defaults: ``full_preact`` and ``identity``)::
 """
 
 import dataclasses
-import functools
 
 from keras_preact import models
 from keras_preact._validation import check_choice
@@ -138,7 +137,6 @@ def model_info(name):
     return info
 
 
-@functools.lru_cache(maxsize=None)
 def markdown_table():
     """The README's model table, generated from the registry."""
     rows = [

@@ -30,6 +30,23 @@ from keras_preact._validation import check_choice, check_float, check_int
 PROJECTIONS = ("A", "B", "C")
 
 
+def strided_shape(input_shape, strides, channels):
+    """Output shape of a "same"-padded stage with ``strides`` and ``channels``."""
+    h, w = input_shape[1:3]
+    h = None if h is None else -(-h // strides)
+    w = None if w is None else -(-w // strides)
+    return (input_shape[0], h, w, channels)
+
+
+def match_mode(projection, strides, in_channels, filters, always_project=False):
+    """How a shortcut meets the output's shape: "identity", "pad" or "project"."""
+    if always_project or projection == "C":
+        return "project"
+    if strides == 1 and in_channels == filters:
+        return "identity"
+    return "project" if projection == "B" else "pad"
+
+
 def he_normal_fan_out():
     """He-normal initialisation over the fan-out, as in the authors' Torch code.
 
@@ -76,15 +93,6 @@ class Shortcut(layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
 
     # -- shape matching -------------------------------------------------------
-    def match_mode(self, in_channels):
-        """How ``x`` is matched to the output: "identity", "pad" or "project"."""
-        changes = self.strides != 1 or in_channels != self.filters
-        if self.always_project or self.projection == "C":
-            return "project"
-        if not changes:
-            return "identity"
-        return "project" if self.projection == "B" else "pad"
-
     def _conv1x1(self, name, use_bias=False, bias_initializer="zeros"):
         return layers.Conv2D(
             self.filters,
@@ -105,7 +113,9 @@ class Shortcut(layers.Layer):
                 f"{self.__class__.__name__} needs a known number of input "
                 f"channels, got input shape {input_shape}."
             )
-        self.mode = self.match_mode(in_channels)
+        self.mode = match_mode(
+            self.projection, self.strides, in_channels, self.filters, self.always_project
+        )
         if self.mode == "pad" and in_channels > self.filters:
             raise ValueError(
                 f"Projection 'A' zero-pads channels and cannot reduce "
@@ -136,13 +146,7 @@ class Shortcut(layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape, residual_shape=None):
-        if residual_shape is not None:
-            return tuple(residual_shape)
-        h, w = input_shape[1:3]
-        s = self.strides
-        h = None if h is None else -(-h // s)
-        w = None if w is None else -(-w // s)
-        return (input_shape[0], h, w, self.filters)
+        return strided_shape(input_shape, self.strides, self.filters)
 
     def call(self, x, residual, training=None):
         raise NotImplementedError

@@ -36,7 +36,15 @@ import keras
 from keras import layers
 
 from keras_preact._validation import check_choice, check_float, check_int
-from keras_preact.shortcuts import PROJECTIONS, he_normal_fan_out, make_shortcut, resolve_shortcut
+from keras_preact.shortcuts import (
+    PROJECTIONS,
+    SHORTCUTS,
+    he_normal_fan_out,
+    make_shortcut,
+    match_mode,
+    resolve_shortcut,
+    strided_shape,
+)
 
 FORMS = ("basic", "bottleneck")
 STRIDE_ON = ("first", "3x3")
@@ -45,6 +53,18 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 
 # Operation tokens used by the placement tables below.
 CONV, BN, RELU = "conv", "bn", "relu"
+
+
+def check_sync_bn(sync_bn):
+    """Synchronised BatchNormalization exists only on the TensorFlow backend."""
+    if sync_bn and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "sync_bn=True (synchronised BatchNormalization) is available only "
+            f"on the TensorFlow backend, not {keras.backend.backend()!r}. "
+            "On JAX, keras.distribution.DataParallel already computes "
+            "global-batch statistics; use sync_bn=False."
+        )
+    return bool(sync_bn)
 
 
 class ResidualUnit(layers.Layer):
@@ -115,14 +135,7 @@ class ResidualUnit(layers.Layer):
             )
         self.bn_momentum = check_float("bn_momentum", bn_momentum, 0.0, 1.0)
         self.bn_epsilon = check_float("bn_epsilon", bn_epsilon, 0.0, low_open=True)
-        self.sync_bn = bool(sync_bn)
-        if self.sync_bn and keras.backend.backend() != "tensorflow":
-            raise ValueError(
-                "sync_bn=True (synchronised BatchNormalization) is available only "
-                f"on the TensorFlow backend, not {keras.backend.backend()!r}. "
-                "On JAX, keras.distribution.DataParallel already computes "
-                "global-batch statistics; use sync_bn=False."
-            )
+        self.sync_bn = check_sync_bn(sync_bn)
         self.zero_init_residual = bool(zero_init_residual)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer or he_normal_fan_out()
@@ -151,12 +164,12 @@ class ResidualUnit(layers.Layer):
             return "none"
         if self.preact != "auto":
             return self.preact
-        probe = make_shortcut(
-            self.shortcut_spec, self.out_channels, strides=self.strides,
-            projection=self.projection,
-        )
         changes = self.strides != 1 or in_channels != self.out_channels
-        return "shared" if changes and probe.match_mode(in_channels) == "project" else "residual"
+        mode = match_mode(
+            self.projection, self.strides, in_channels, self.out_channels,
+            SHORTCUTS[self.shortcut_spec["name"]].always_project,
+        )
+        return "shared" if changes and mode == "project" else "residual"
 
     def _make(self, token, name, conv=None):
         if token == CONV:
@@ -258,11 +271,7 @@ class ResidualUnit(layers.Layer):
         raise NotImplementedError("Each placement subclass writes its own equation.")
 
     def compute_output_shape(self, input_shape):
-        h, w = input_shape[1:3]
-        s = self.strides
-        h = None if h is None else -(-h // s)
-        w = None if w is None else -(-w // s)
-        return (input_shape[0], h, w, self.out_channels)
+        return strided_shape(input_shape, self.strides, self.out_channels)
 
     def get_config(self):
         config = super().get_config()

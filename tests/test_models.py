@@ -78,8 +78,9 @@ def test_resnet110_about_1_7m():
 
 @pytest.mark.slow
 def test_resnet200_about_64_7m_and_forward_pass():
+    spec = kp.MODELS["resnet200"]
     model = kp.PreActResNet200()
-    assert trainable(model) == 64_666_152  # the paper's 64.7M
+    assert trainable(model) == spec.params == analytic_params(spec, 1000) == 64_666_152  # 64.7M
     x = np.random.default_rng(0).normal(size=(2, 224, 224, 3)).astype("float32")
     y = to_np(model(x, training=True))
     assert y.shape == (2, 1000) and np.all(np.isfinite(y))
@@ -88,11 +89,10 @@ def test_resnet200_about_64_7m_and_forward_pass():
 FULL_DEPTH = ("resnet1001", "resnet1202", "resnet200")
 
 
-@pytest.mark.parametrize("name", kp.list_models())
+@pytest.mark.parametrize("name", [n for n in kp.list_models() if n not in FULL_DEPTH])
 def test_registry_params_match_builders_and_hand_count(name):
+    """(The full-depth nets are built once, by their own tests below.)"""
     spec = kp.MODELS[name]
-    if name in FULL_DEPTH:
-        pytest.skip("built (once) by its own full-depth test")
     model = kp.get_model(name)
     assert trainable(model) == spec.params == analytic_params(spec, spec.classes)
     assert model.input_shape == (None, *spec.input_shape)
@@ -122,7 +122,7 @@ def test_zero_init_residual_keeps_an_untrained_deep_net_finite_in_inference(rng)
 
 def test_hand_count_reproduces_the_papers_figures():
     assert analytic_params(kp.MODELS["resnet164"], 10) == 1_703_258
-    assert analytic_params(kp.MODELS["resnet1001"], 10) == 10_327_706
+    assert analytic_params(kp.MODELS["resnet1001"], 10) == kp.MODELS["resnet1001"].params == 10_327_706
 
 
 # -- layouts -------------------------------------------------------------------
@@ -207,6 +207,18 @@ def test_placement_and_shortcut_overrides():
     assert unit.shortcut.gate_bias == -7.0
 
 
+def test_sync_bn_reaches_every_bn_on_tensorflow_only():
+    if keras.backend.backend() != "tensorflow":
+        with pytest.raises(ValueError, match="only on the TensorFlow backend"):
+            kp.PreActResNet18(sync_bn=True)
+        return
+    model = kp.PreActResNet18(sync_bn=True, input_shape=(32, 32, 3))
+    bns = [l for l in model._flatten_layers(recursive=True)
+           if isinstance(l, keras.layers.BatchNormalization)]
+    # stem, unit 1 (inner BN only: the stem activates it), 7 units x (pre-activation + inner), post
+    assert len(bns) == 1 + 1 + 7 * 2 + 1 and all(b.synchronized for b in bns)
+
+
 def test_projection_A_has_no_projection_weights():
     a = kp.PreActResNet20(projection="A")
     b = kp.PreActResNet20()
@@ -263,6 +275,7 @@ def test_weights_argument_loads_files(tmp_path, rng):
     (lambda: kp.PreActResNet20(weights="/nonexistent/w.weights.h5"), "file not found: '/nonexistent/w.weights.h5'"),
     (lambda: kp.PreActResNet18(stem="tiny"), "Unknown stem 'tiny'. Valid choices: 'imagenet', 'cifar'"),
     (lambda: kp.list_models("mnist"), "Unknown family 'mnist'"),
+    (lambda: kp.PreActResNet20(classifier_activation="softmaks"), "use None \\(logits\\), 'softmax'"),
 ])
 def test_bad_input_raises_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
