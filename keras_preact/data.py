@@ -1,0 +1,321 @@
+"""Input pipelines: tensorflow-datasets CIFAR-10/100 and ImageNet, CIFAR's own
+python archives, and scikit-learn's bundled digits.
+
+TensorFlow is the engine here (``tf.data``); the model code stays backend-agnostic.
+
+* CIFAR training augmentation as in the paper: per-channel mean/std
+  normalisation from the training set, 4-pixel zero padding, random 32x32
+  crop, random horizontal flip.
+* ImageNet: scale augmentation (shorter side uniform in [256, 480]), random
+  224 crop, flip; evaluation on a center crop of 224 (shorter side 256) or the
+  paper's single 320 crop (shorter side 320).
+* The small data sets are held in memory and each epoch's order and
+  augmentation depend only on ``(seed, epoch)``, so a run resumed at epoch k
+  sees exactly the batches an uninterrupted run sees.
+* Offline: a data set that is not prepared and cannot be downloaded fails at
+  once with :class:`DataUnavailableError`, saying what to provide.
+"""
+
+import dataclasses
+import os
+import pickle
+import socket
+import tarfile
+
+import numpy as np
+
+from keras_preact._validation import check_choice
+
+
+class DataUnavailableError(RuntimeError):
+    """The data set is neither prepared nor downloadable here."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    classes: int
+    image_size: int  # training crop
+    train_split: str
+    test_split: str
+    augment: str  # "cifar", "shift" (no flip) or "imagenet"
+    download_host: str = None
+    manual: bool = False
+
+
+DATASETS = {
+    "cifar10": DatasetInfo("cifar10", 10, 32, "train", "test", "cifar", "www.cs.toronto.edu"),
+    "cifar100": DatasetInfo("cifar100", 100, 32, "train", "test", "cifar", "www.cs.toronto.edu"),
+    "imagenet2012": DatasetInfo("imagenet2012", 1000, 224, "train", "validation", "imagenet",
+                                manual=True),
+    "digits": DatasetInfo("digits", 10, 32, "train", "test", "shift"),
+}
+# ImageNet statistics (RGB, 0-255) of the training set, as used by fb.resnet.torch.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+DIGITS_TEST_FRACTION = 0.2
+
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+# -- array sources (small data sets) ----------------------------------------------
+def digits_arrays(split):
+    """scikit-learn's 1,797 8x8 digit scans as 32x32x3 uint8, fixed train/test split."""
+    from sklearn.datasets import load_digits
+
+    tf = _tf()
+    digits = load_digits()
+    images = (digits.images / 16.0 * 255.0).astype("float32")[..., None]
+    images = tf.image.resize(images, (32, 32), method="bilinear").numpy()
+    images = np.repeat(np.clip(np.round(images), 0, 255).astype("uint8"), 3, axis=-1)
+    order = np.random.default_rng(0).permutation(len(images))
+    n_test = int(round(DIGITS_TEST_FRACTION * len(images)))
+    idx = order[n_test:] if split == "train" else order[:n_test]
+    return images[idx], digits.target[idx].astype("int64")
+
+
+def cifar_archive_arrays(path, split):
+    """Read ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` in their own format."""
+    if not os.path.isfile(path):
+        raise DataUnavailableError(f"CIFAR archive not found: {path!r}.")
+    wanted = {"train": ("data_batch_", "/train"), "test": ("test_batch", "/test")}[split]
+    images, labels = [], []
+    with tarfile.open(path, "r:*") as tar:
+        members = sorted(
+            (m for m in tar.getmembers() if m.isfile() and (
+                os.path.basename(m.name).startswith(wanted[0]) or m.name.endswith(wanted[1]))),
+            key=lambda m: m.name,
+        )
+        if not members:
+            raise DataUnavailableError(
+                f"{path!r} is not a CIFAR python archive (no {split} batches inside); "
+                "expected cifar-10-python.tar.gz or cifar-100-python.tar.gz."
+            )
+        for member in members:
+            batch = pickle.load(tar.extractfile(member), encoding="bytes")
+            data = np.asarray(batch[b"data"], dtype="uint8")
+            images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            key = b"labels" if b"labels" in batch else b"fine_labels"
+            labels.append(np.asarray(batch[key], dtype="int64"))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _network_reachable(host, timeout=3.0):
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _unavailable_message(info, data_dir):
+    where = data_dir or "~/tensorflow_datasets"
+    if info.manual:
+        return (
+            f"{info.name} is not prepared in {where!r}, and tensorflow-datasets cannot "
+            "download it: it needs a manual download. Place ILSVRC2012_img_train.tar and "
+            f"ILSVRC2012_img_val.tar in {os.path.join(where, 'downloads', 'manual')!r} "
+            "(then the first run prepares it), or pass --data-dir with a prepared copy."
+        )
+    archive = "cifar-10-python.tar.gz" if info.name == "cifar10" else "cifar-100-python.tar.gz"
+    return (
+        f"{info.name} is not prepared in {where!r} and cannot be downloaded (no network "
+        f"access to {info.download_host}). Pass --data-dir with a prepared "
+        f"tensorflow-datasets copy, or --cifar-archive /path/to/{archive}, or use "
+        "--dataset digits, which needs no download."
+    )
+
+
+def load_tfds(name, split, data_dir=None, **kwargs):
+    """``tfds.load`` that fails fast and clearly when the data cannot be had offline."""
+    import tensorflow_datasets as tfds
+
+    info = DATASETS[name]
+    common = dict(split=split, data_dir=data_dir, as_supervised=True, **kwargs)
+    try:
+        return tfds.load(name, download=False, **common)
+    except (AssertionError, FileNotFoundError, tfds.core.registered.DatasetNotFoundError):
+        pass
+    except Exception as e:  # tfds raises several types for "not prepared"
+        if "could not find data" not in str(e).lower() and "not found" not in str(e).lower():
+            raise
+    if info.manual or not _network_reachable(info.download_host):
+        raise DataUnavailableError(_unavailable_message(info, data_dir))
+    return tfds.load(name, download=True, **common)
+
+
+def tfds_arrays(name, split, data_dir=None):
+    ds = load_tfds(name, split, data_dir)
+    images, labels = [], []
+    for x, y in ds.batch(4096).as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images).astype("uint8"), np.concatenate(labels).astype("int64")
+
+
+def load_arrays(name, split, data_dir=None, cifar_archive=None):
+    """(images uint8 NHWC, labels int64) of a small data set's split."""
+    check_choice("dataset", name, [n for n in DATASETS if n != "imagenet2012"])
+    check_choice("split", split, ("train", "test"))
+    if name == "digits":
+        return digits_arrays(split)
+    if cifar_archive:
+        return cifar_archive_arrays(cifar_archive, split)
+    return tfds_arrays(name, split, data_dir)
+
+
+def channel_stats(images):
+    """Per-channel mean and std (0-255 scale) of a uint8 image array."""
+    x = images.reshape(-1, images.shape[-1]).astype("float64")
+    return tuple(float(v) for v in x.mean(0)), tuple(float(v) for v in x.std(0))
+
+
+# -- tf.data pipelines ---------------------------------------------------------------
+@dataclasses.dataclass
+class Data:
+    """Train and test pipelines plus what the model and the run need to know."""
+
+    name: str
+    classes: int
+    input_shape: tuple
+    train_examples: int
+    test_examples: int
+    steps_per_epoch: int
+    mean: tuple
+    std: tuple
+    train_stream: object  # (epochs, start_epoch=0) -> tf.data.Dataset of (image, label)
+    test: object  # tf.data.Dataset of (normalised float32 image, label)
+
+    @property
+    def train(self):
+        """One epoch of training batches."""
+        return self.train_stream(1)
+
+
+def _normalise(tf, image, mean, std):
+    return (tf.cast(image, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def augment_small(tf, image, seed, size, flip):
+    """Zero-pad 4 pixels (in normalised space, i.e. at the mean), random crop, random flip."""
+    image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+    s = tf.random.experimental.stateless_split(seed, 2)
+    image = tf.image.stateless_random_crop(image, (size, size, image.shape[-1]), seed=s[0])
+    if flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=s[1])
+    return image
+
+
+def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
+                    eval_batch_size=None):
+    """Pipelines of an in-memory data set whose epoch e depends only on (seed, e).
+
+    ``train_stream(epochs, start_epoch)`` yields exactly
+    ``(epochs - start_epoch) * steps_per_epoch`` batches (``drop_remainder=True``)
+    for ``fit(..., steps_per_epoch=steps_per_epoch)``.
+    """
+    tf = _tf()
+    info = DATASETS[name]
+    x_train, y_train = load_arrays(name, "train", data_dir, cifar_archive)
+    x_test, y_test = load_arrays(name, "test", data_dir, cifar_archive)
+    mean, std = channel_stats(x_train)
+    n = len(x_train)
+    steps = n // batch_size
+    if steps < 1:
+        raise ValueError(f"Batch size {batch_size} exceeds the {n} training examples of {name}.")
+    images = tf.constant(x_train)
+    labels = tf.constant(y_train)
+    size = info.image_size
+    flip = info.augment == "cifar"
+
+    def epoch_batches(epoch):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=epoch_seed)
+        order = order[: steps * batch_size]
+
+        def example(i, index):
+            image = _normalise(tf, tf.gather(images, index), mean, std)
+            item_seed = tf.stack([seed * 1_000_003 + epoch, i])
+            return augment_small(tf, image, item_seed, size, flip), tf.gather(labels, index)
+
+        ds = tf.data.Dataset.from_tensor_slices(order).enumerate()
+        ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size, drop_remainder=True)
+
+    def train_stream(epochs, start_epoch=0):
+        return (tf.data.Dataset.range(start_epoch, max(epochs, start_epoch))
+                .flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE))
+
+    test = (tf.data.Dataset.from_tensor_slices((x_test, y_test))
+            .map(lambda x, y: (_normalise(tf, x, mean, std), y), num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(eval_batch_size or batch_size).prefetch(tf.data.AUTOTUNE))
+    return Data(name, info.classes, (size, size, 3), n, len(x_test), steps, mean, std,
+                train_stream, test)
+
+
+def imagenet_train_map(tf, image, label, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=224,
+                       scale=(256, 480)):
+    """Scale augmentation: shorter side uniform in ``scale``, random crop, flip."""
+    shorter = tf.random.uniform([], scale[0], scale[1] + 1, dtype=tf.int32)
+    image = resize_shorter(tf, image, shorter)
+    image = tf.image.random_crop(image, (size, size, 3))
+    image = tf.image.random_flip_left_right(image)
+    return _normalise(tf, image, mean, std), label
+
+
+def imagenet_eval_map(tf, image, label, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=224):
+    """Center crop of ``size`` after resizing the shorter side (256 for 224, else ``size``)."""
+    shorter = 256 if size == 224 else size
+    image = resize_shorter(tf, image, shorter)
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    top, left = (h - size) // 2, (w - size) // 2
+    image = image[top:top + size, left:left + size, :]
+    image = tf.ensure_shape(image, (size, size, 3))
+    return _normalise(tf, image, mean, std), label
+
+
+def resize_shorter(tf, image, shorter):
+    h = tf.cast(tf.shape(image)[0], tf.float32)
+    w = tf.cast(tf.shape(image)[1], tf.float32)
+    ratio = tf.cast(shorter, tf.float32) / tf.minimum(h, w)
+    new = (tf.cast(tf.math.ceil(h * ratio), tf.int32), tf.cast(tf.math.ceil(w * ratio), tf.int32))
+    new = (tf.maximum(new[0], shorter), tf.maximum(new[1], shorter))
+    return tf.image.resize(image, new, method="bilinear", antialias=True)
+
+
+IMAGENET_TRAIN_EXAMPLES = 1_281_167
+IMAGENET_VAL_EXAMPLES = 50_000
+
+
+def imagenet_pipelines(batch_size, seed=0, data_dir=None, eval_size=224, eval_batch_size=None,
+                       train_examples=None):
+    """Streaming ImageNet pipelines from tensorflow-datasets (manual download)."""
+    tf = _tf()
+    check_choice("eval crop", str(eval_size), ("224", "320"))
+    train = load_tfds("imagenet2012", "train", data_dir, shuffle_files=True)
+    test = load_tfds("imagenet2012", "validation", data_dir)
+    n = train_examples or IMAGENET_TRAIN_EXAMPLES
+    train = (train.shuffle(10_000, seed=seed)
+             .map(lambda x, y: imagenet_train_map(tf, x, y), num_parallel_calls=tf.data.AUTOTUNE)
+             .batch(batch_size, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE))
+    test = (test.map(lambda x, y: imagenet_eval_map(tf, x, y, size=eval_size),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(eval_batch_size or batch_size).prefetch(tf.data.AUTOTUNE))
+    return Data("imagenet2012", 1000, (224, 224, 3), n, IMAGENET_VAL_EXAMPLES,
+                max(1, n // batch_size), IMAGENET_MEAN, IMAGENET_STD,
+                lambda epochs, start_epoch=0: train, test)
+
+
+def make_data(name, batch_size, **kwargs):
+    """The pipelines of ``name`` (``cifar10``, ``cifar100``, ``imagenet2012``, ``digits``)."""
+    check_choice("dataset", name, DATASETS)
+    if name == "imagenet2012":
+        kwargs.pop("cifar_archive", None)
+        return imagenet_pipelines(batch_size, **kwargs)
+    kwargs.pop("eval_size", None)
+    kwargs.pop("train_examples", None)
+    return small_pipelines(name, batch_size, **kwargs)

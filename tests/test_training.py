@@ -1,0 +1,152 @@
+"""Training: the paper's schedule and decay, run directories, resuming, strategies, learning."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf_only
+
+tf = pytest.importorskip("tensorflow")
+import keras  # noqa: E402
+
+from keras_preact import training  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+DIGITS = ["--arch", "resnet20", "--dataset", "digits", "--batch-size", "64", "--epochs", "6",
+          "--deterministic", "--verbose", "2"]
+
+
+def run_train(*args, timeout=600):
+    return subprocess.run([sys.executable, TRAIN, *args], capture_output=True, text=True,
+                          timeout=timeout, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def test_paper_schedule_values():
+    config = training.resolve_config(training.TrainConfig(model_dir="x", arch="resnet110"))
+    total, schedule = training.schedule_for(config, steps_per_epoch=390)
+    assert total == 64_000 and config.batch_size == 128
+    lr = {i: float(schedule(i)) for i in (0, 399, 400, 31_999, 32_000, 47_999, 48_000, 63_999)}
+    assert lr == pytest.approx({0: 0.01, 399: 0.01, 400: 0.1, 31_999: 0.1, 32_000: 0.01,
+                                47_999: 0.01, 48_000: 0.001, 63_999: 0.001})
+    no_warmup = training.schedule_for(training.dataclasses.replace(config, warmup=False), 390)[1]
+    assert float(no_warmup(0)) == pytest.approx(0.1)
+    # --iterations rescales the milestones (and the warm-up) proportionally.
+    short = training.dataclasses.replace(config, iterations=6400)
+    total, s = training.schedule_for(short, 390)
+    assert total == 6400 and s.boundaries == [3200, 4800] and s.warmup_steps == 40
+    imagenet = training.resolve_config(training.TrainConfig(model_dir="x", arch="resnet200"))
+    total, s = training.schedule_for(imagenet, steps_per_epoch=5004)
+    assert imagenet.batch_size == 256 and total == 90 * 5004 and s.boundaries == [30 * 5004, 60 * 5004]
+
+
+def test_l2_regulariser_is_the_papers_coupled_decay():
+    reg = training.coupled_l2(1e-4)
+    w = tf.Variable(np.random.default_rng(0).normal(size=(3, 3, 4, 5)).astype("float32"))
+    with tf.GradientTape() as tape:
+        penalty = reg(w)
+    # SGD with weight decay 1e-4 adds 1e-4 * w to the gradient (Torch's weightDecay).
+    np.testing.assert_allclose(tape.gradient(penalty, w).numpy(), 1e-4 * w.numpy(), rtol=1e-5)
+    model = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Conv2D(3, 3, kernel_regularizer=reg)])
+    assert len(model.losses) == 1
+
+
+def test_config_errors():
+    for kwargs, message in [
+        (dict(arch="resnet165"), "Unknown arch"),
+        (dict(dataset="mnist"), "Unknown dataset 'mnist'. Valid choices: 'cifar10', 'cifar100'"),
+        (dict(placement="pre"), "Unknown placement"),
+        (dict(shortcut="gate"), "Unknown shortcut"),
+        (dict(strategy="tpu"), "Unknown strategy 'tpu'. Valid choices: 'auto', 'mirrored'"),
+        (dict(arch="resnet50", dataset="cifar10"), "does not match dataset"),
+        (dict(epochs=3, iterations=100), "not both"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            training.resolve_config(training.TrainConfig(model_dir="x", **kwargs))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted, deterministic digits run through scripts/train.py."""
+    run_dir = str(tmp_path_factory.mktemp("ref") / "run")
+    result = run_train(*DIGITS, "--model-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result
+
+
+def test_learning_on_digits(reference_run):
+    run_dir, result = reference_run
+    with open(os.path.join(run_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["test_error"] <= 5.0, results  # at least 95% test accuracy
+    assert f"test error {results['test_error']:.2f}%" in result.stdout
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["steps_per_epoch"] == 22 and config["resolved"]["dataset"] == "digits"
+    with open(os.path.join(run_dir, "log.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    for name in ("best.keras", "last.keras", "curves.png"):
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0
+    assert os.listdir(os.path.join(run_dir, "tensorboard"))
+    model = keras.saving.load_model(os.path.join(run_dir, "last.keras"), safe_mode=True)
+    assert model.output_shape == (None, 10)
+    assert not [f for f in os.listdir(run_dir) if f.startswith(".tmp-")]
+
+
+def test_kill_and_resume_equals_uninterrupted(reference_run, tmp_path):
+    ref_dir, _ = reference_run
+    run_dir = str(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, TRAIN, *DIGITS, "--model-dir", run_dir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    meta = os.path.join(run_dir, "backup", "chief0", "training_metadata.json")
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if training.backup_epoch(os.path.dirname(meta)) >= 2:
+                break
+        except ValueError:  # caught the metadata file mid-write
+            pass
+        time.sleep(0.2)
+    time.sleep(2.0)  # into the next epoch
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    result = run_train(*DIGITS, "--model-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(run_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["resumed_from_epoch"] >= 2 and results["iterations"] == 6 * 22
+    resumed = keras.saving.load_model(os.path.join(run_dir, "last.keras"), safe_mode=True)
+    reference = keras.saving.load_model(os.path.join(ref_dir, "last.keras"), safe_mode=True)
+    for a, b in zip(resumed.weights, reference.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a.value),
+                                      keras.ops.convert_to_numpy(b.value), err_msg=a.path)
+
+    changed = run_train(*DIGITS, "--lr", "0.05", "--model-dir", run_dir)
+    assert changed.returncode == 2 and "differs in: lr" in changed.stderr and "--overwrite" in changed.stderr
+
+
+def test_mirrored_strategy_on_two_cpus(tmp_path):
+    run_dir = str(tmp_path / "run")
+    result = run_train("--arch", "resnet20", "--dataset", "digits", "--batch-size", "128",
+                       "--epochs", "2", "--strategy", "mirrored", "--cpu-replicas", "2",
+                       "--no-plot", "--verbose", "2", "--model-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(os.path.join(run_dir, "results.json")) as f:
+        assert json.load(f)["replicas"] == 2
+    with open(os.path.join(run_dir, "log.csv")) as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert losses[1] < losses[0]
+    bad = run_train("--arch", "resnet20", "--dataset", "digits", "--batch-size", "63",
+                    "--strategy", "mirrored", "--cpu-replicas", "2", "--model-dir", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "not divisible by the 2 replicas" in bad.stderr
