@@ -185,12 +185,12 @@ def make_strategy(config):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
-    gpus = tf.config.list_logical_devices("GPU")
     if config.strategy == "multi_worker":
         from keras_preact import compat
 
         compat.apply()
         return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")  # (initialises the runtime)
     if config.strategy == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -341,6 +341,8 @@ def paper_error(config):
 def train(config):
     """Train (or resume) the run described by ``config``; return its results dict."""
     config = resolve_config(config)
+    # First: MultiWorkerMirroredStrategy must be configured before any TF op runs.
+    strategy = make_strategy(config)
     if config.mixed_precision != "off":
         keras.mixed_precision.set_global_policy(f"mixed_{config.mixed_precision}")
     keras.utils.set_random_seed(config.seed)
@@ -348,8 +350,6 @@ def train(config):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-
-    strategy = make_strategy(config)
     n_replicas = replicas(strategy)
     if config.batch_size % n_replicas:
         raise ValueError(
@@ -405,7 +405,7 @@ def train(config):
     callbacks = [
         guard,
         SafeBackup(backup_dir, guard),
-        keras.callbacks.CSVLogger(os.path.join(config.model_dir, "log.csv"), append=True),
+        keras.callbacks.CSVLogger(_worker_path(config.model_dir, chief, "log.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(config.model_dir, "tensorboard", worker_id())),
         Checkpoints(config.model_dir, guard, chief=chief),
     ]
@@ -431,7 +431,8 @@ def train(config):
         "test_loss": float(loss), "paper_error": paper_error(config),
         "iterations": int(model.optimizer.iterations.numpy()), "epochs": epochs,
         "resumed_from_epoch": start_epoch, "wall_time_s": round(wall, 1),
-        "replicas": n_replicas,
+        "replicas": n_replicas, "weights_sha256": weights_digest(model.weights),
+        "trainable_weights_sha256": weights_digest(model.trainable_weights),
     }
     if chief:
         _write_json(os.path.join(config.model_dir, "results.json"), results)
@@ -440,10 +441,31 @@ def train(config):
 
             plotting.plot_runs([config.model_dir], os.path.join(config.model_dir, "curves.png"))
     paper = results["paper_error"]
+    print(f"final weights sha256 {results['weights_sha256']}, trainable weights sha256 "
+          f"{results['trainable_weights_sha256']} ({worker_id()})")
     print(f"test error {results['test_error']:.2f}%"
           + (f" (paper: {paper:.2f}% for {config.arch} {config.placement} on {config.dataset})"
              if paper is not None else " (the paper reports no figure for this configuration)"))
     return results
+
+
+def weights_digest(weights):
+    """SHA-256 of a list of variables, in order (equal weights, equal digest)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in weights:
+        digest.update(keras.ops.convert_to_numpy(w.value).tobytes())
+    return digest.hexdigest()
+
+
+def _worker_path(model_dir, chief, name):
+    """``model_dir/name`` for the chief, ``model_dir/workers/<id>/name`` for the others."""
+    if chief:
+        return os.path.join(model_dir, name)
+    directory = os.path.join(model_dir, "workers", worker_id())
+    os.makedirs(directory, exist_ok=True)
+    return os.path.join(directory, name)
 
 
 def _has_gpu():

@@ -150,3 +150,79 @@ def test_mirrored_strategy_on_two_cpus(tmp_path):
     bad = run_train("--arch", "resnet20", "--dataset", "digits", "--batch-size", "63",
                     "--strategy", "mirrored", "--cpu-replicas", "2", "--model-dir", str(tmp_path / "b"))
     assert bad.returncode == 2 and "not divisible by the 2 replicas" in bad.stderr
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_compat_fix_is_guarded_to_affected_versions():
+    from keras_preact import compat
+
+    assert compat.needed() == (compat.AFFECTED[0] <= compat.keras_version() < compat.AFFECTED[1])
+
+
+def test_multi_worker_two_processes_on_loopback(tmp_path):
+    """Two workers (TF_CONFIG) train a few steps and end with identical weights."""
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    run_dir = str(tmp_path / "run")
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        procs.append(subprocess.Popen(
+            [sys.executable, TRAIN, "--arch", "resnet20", "--dataset", "digits", "--batch-size", "128",
+             "--epochs", "2", "--strategy", "multi_worker", "--no-plot", "--verbose", "2",
+             "--model-dir", run_dir],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, TF_CONFIG=tf_config, TF_CPP_MIN_LOG_LEVEL="3")))
+    try:
+        outputs = [p.communicate(timeout=500) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    import re
+
+    found = [re.search(r"final weights sha256 ([0-9a-f]{64}), trainable weights sha256 ([0-9a-f]{64})",
+                       out).groups() for out, _ in outputs]
+    # Gradients are all-reduced, so the trained weights agree exactly; BN moving statistics are
+    # per replica unless --sync-bn, as in the paper, and the chief saves its own.
+    digests = [trainable for _, trainable in found]
+    assert digests[0] == digests[1]
+    with open(os.path.join(run_dir, "results.json")) as f:
+        results = json.load(f)
+    assert results["replicas"] == 2 and results["trainable_weights_sha256"] == digests[0]
+    assert os.path.exists(os.path.join(run_dir, "workers", "worker1", "log.csv"))
+    assert sorted(os.listdir(os.path.join(run_dir, "backup"))) == ["worker0", "worker1"]
+    with open(os.path.join(run_dir, "log.csv")) as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert losses[1] < losses[0]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    """Epoch 1 is finite, epoch 2 feeds NaN: training stops, nothing NaN is saved."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.ones((2 * 8, 4), "float32")
+    x[8:] = np.nan
+    y = np.zeros(2 * 8, "int64")
+    guard = training.NaNGuard()
+    backup = str(tmp_path / "backup")
+    callbacks = [guard, training.SafeBackup(backup, guard), training.Checkpoints(str(tmp_path), guard)]
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    model.fit(ds, epochs=2, steps_per_epoch=2, callbacks=callbacks, verbose=0, shuffle=False)
+    assert guard.tripped is not None and model.stop_training
+    last = keras.saving.load_model(str(tmp_path / "last.keras"), safe_mode=True)
+    assert all(np.all(np.isfinite(keras.ops.convert_to_numpy(w.value))) for w in last.weights)
+    assert training.backup_epoch(backup) == 1  # the backup is still the end of epoch 1
