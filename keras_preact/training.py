@@ -387,7 +387,11 @@ def train(config):
         _write_json(os.path.join(config.model_dir, "config.json"), record)
 
     jit = str(config.jit_compile).lower()
-    jit = (False if (strategy is not None or not _has_gpu()) else "auto") if jit == "auto" else jit == "true"
+    if jit == "auto":
+        # TF: XLA fails under tf.distribute and is slower on CPU. JAX always compiles.
+        jit = True if keras.backend.backend() == "jax" else (strategy is None and _has_gpu())
+    else:
+        jit = jit == "true"
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = registry.get_model(
             config.arch, classes=data.classes, input_shape=data.input_shape,

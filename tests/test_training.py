@@ -99,6 +99,12 @@ def test_learning_on_digits(reference_run):
     model = keras.saving.load_model(os.path.join(run_dir, "last.keras"), safe_mode=True)
     assert model.output_shape == (None, 10)
     assert not [f for f in os.listdir(run_dir) if f.startswith(".tmp-")]
+    out = os.path.join(os.path.dirname(run_dir), "compare.png")
+    plot = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot.py"), run_dir, run_dir,
+                           "--out", out], capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, plot.stderr
+    with open(out, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_kill_and_resume_equals_uninterrupted(reference_run, tmp_path):
@@ -147,6 +153,10 @@ def test_mirrored_strategy_on_two_cpus(tmp_path):
     with open(os.path.join(run_dir, "log.csv")) as f:
         losses = [float(r["loss"]) for r in csv.DictReader(f)]
     assert losses[1] < losses[0]
+    # What is saved holds BN moving statistics that training updated (replica 0's copy).
+    saved = keras.saving.load_model(os.path.join(run_dir, "last.keras"), safe_mode=True)
+    variances = [keras.ops.convert_to_numpy(w.value) for w in saved.weights if "moving_variance" in w.path]
+    assert variances and all(np.all(np.isfinite(v)) and not np.allclose(v, 1.0) for v in variances)
     bad = run_train("--arch", "resnet20", "--dataset", "digits", "--batch-size", "63",
                     "--strategy", "mirrored", "--cpu-replicas", "2", "--model-dir", str(tmp_path / "b"))
     assert bad.returncode == 2 and "not divisible by the 2 replicas" in bad.stderr
