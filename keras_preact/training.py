@@ -30,7 +30,7 @@ import keras
 from keras_preact import registry
 from keras_preact._validation import check_choice, check_float, check_int
 from keras_preact.shortcuts import PROJECTIONS, parse_shortcut
-from keras_preact.units import PLACEMENTS
+from keras_preact.units import PLACEMENTS, check_sync_bn
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
 PRECISIONS = ("off", "float16", "bfloat16")
@@ -140,9 +140,7 @@ def resolve_config(config):
         check_int("iterations", c.iterations, minimum=1)
     if c.epochs is not None:
         check_int("epochs", c.epochs, minimum=1)
-    if c.sync_bn and keras.backend.backend() != "tensorflow":
-        raise ValueError("--sync-bn needs the TensorFlow backend; on JAX, DataParallel "
-                         "already computes global-batch statistics.")
+    c.sync_bn = check_sync_bn(c.sync_bn)
     return c
 
 
