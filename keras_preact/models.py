@@ -62,10 +62,6 @@ FAMILY_DEFAULTS = {
 }
 
 
-def is_preact(placement):
-    return bool(PLACEMENTS[check_choice("placement", placement, PLACEMENTS)].preactivation)
-
-
 def cifar_stage_units(depth, form="bottleneck"):
     """Units per stage of a CIFAR net: ``(n, n, n)`` for depth 6n+2 / 9n+2."""
     form = check_choice("residual form", form, FORMS)
