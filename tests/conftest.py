@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -47,3 +49,27 @@ def randomise_bn(layer_or_model, rng):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+DIGITS = ["--arch", "resnet20", "--dataset", "digits", "--batch-size", "64", "--epochs", "6",
+          "--deterministic", "--verbose", "2"]
+
+
+def run_script(script, *args, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """An uninterrupted, deterministic digits run through scripts/train.py (TensorFlow),
+    shared by the training and export tests."""
+    if BACKEND != "tensorflow":
+        pytest.skip("the reference run trains on TensorFlow")
+    run_dir = str(tmp_path_factory.mktemp("ref") / "run")
+    result = run_script("train.py", *DIGITS, "--model-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, result

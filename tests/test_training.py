@@ -18,10 +18,7 @@ import keras  # noqa: E402
 
 from keras_preact import training  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "scripts", "train.py")
-DIGITS = ["--arch", "resnet20", "--dataset", "digits", "--batch-size", "64", "--epochs", "6",
-          "--deterministic", "--verbose", "2"]
+from conftest import DIGITS, ROOT, TRAIN  # noqa: E402
 
 
 def run_train(*args, timeout=600):
@@ -72,13 +69,10 @@ def test_config_errors():
             training.resolve_config(training.TrainConfig(model_dir="x", **kwargs))
 
 
-@pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    """An uninterrupted, deterministic digits run through scripts/train.py."""
-    run_dir = str(tmp_path_factory.mktemp("ref") / "run")
-    result = run_train(*DIGITS, "--model-dir", run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run_dir, result
+@pytest.fixture
+def reference_run(digits_run):
+    """An uninterrupted, deterministic digits run through scripts/train.py (conftest)."""
+    return digits_run
 
 
 def test_learning_on_digits(reference_run):
