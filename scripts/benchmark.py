@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_preact import benchmark, export  # noqa: E402
+from keras_preact.data import DataUnavailableError  # noqa: E402
 
 
 def parse(argv=None):
@@ -58,7 +59,7 @@ def main(argv=None):
                                 tflite_batch=None, verify=False, representative_samples=100)
             benchmark.infer(out, batch=args.batch, repeats=args.repeats, threads=args.threads,
                             serving=export.build_serving(source))
-    except (ValueError, FileNotFoundError, export.ExportError) as e:
+    except (ValueError, FileNotFoundError, DataUnavailableError, export.ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
