@@ -4,30 +4,51 @@
 zoo: one layer per residual-unit placement (Fig. 4) and per shortcut variant
 (Fig. 2), network builders for the paper's CIFAR and ImageNet depths, and a
 registry of ``--arch`` names.
+
+The names below load on first use, so ``import keras_preact`` (and every
+script's ``--help``) does not import a Keras backend. Where Keras is already
+imported, the layers are registered with it at once, so that
+``keras.saving.load_model`` finds them; ``keras_preact.load_keras_file`` always
+does.
 """
 
-from keras_preact.models import (
-    PreActResNet18,
-    PreActResNet20,
-    PreActResNet32,
-    PreActResNet34,
-    PreActResNet44,
-    PreActResNet50,
-    PreActResNet56,
-    PreActResNet101,
-    PreActResNet110,
-    PreActResNet152,
-    PreActResNet164,
-    PreActResNet200,
-    PreActResNet1001,
-    PreActResNet1202,
-    build_resnet,
-    preact_resnet_cifar,
-    preact_resnet_imagenet,
-)
-from keras_preact.shortcuts import SHORTCUTS, PROJECTIONS
-from keras_preact.units import PLACEMENTS
+import importlib
+import sys
 
 __version__ = "0.1.0"
-from keras_preact import registry, shortcuts, units
-from keras_preact.registry import MODELS, get_model, list_models, model_info
+
+_BUILDERS = [f"PreActResNet{d}" for d in (18, 20, 32, 34, 44, 50, 56, 101, 110, 152, 164,
+                                           200, 1001, 1202)]
+_EXPORTS = {
+    **{name: "models" for name in _BUILDERS},
+    "build_resnet": "models",
+    "preact_resnet_cifar": "models",
+    "preact_resnet_imagenet": "models",
+    "load_keras_file": "models",
+    "load_weights": "models",
+    "SHORTCUTS": "shortcuts",
+    "PROJECTIONS": "catalog",
+    "PLACEMENTS": "units",
+    "MODELS": "registry",
+    "get_model": "registry",
+    "list_models": "registry",
+    "model_info": "registry",
+}
+_SUBMODULES = ("catalog", "registry", "shortcuts", "units", "models", "preprocessing")
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"keras_preact.{name}")
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"keras_preact.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'keras_preact' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if "keras" in sys.modules:  # register the layers for keras.saving.load_model
+    importlib.import_module("keras_preact.models")

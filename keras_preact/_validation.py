@@ -5,7 +5,13 @@ typo on the command line or in a notebook tells the user what to type instead.
 """
 
 import difflib
+import math
 import numbers
+
+
+class UserError(Exception):
+    """A failure the user can fix; its message says how. The scripts print it as one
+    line and exit 2 (as they do for ``ValueError`` from the checks below)."""
 
 
 def check_choice(what, value, choices):
@@ -33,16 +39,17 @@ def check_int(what, value, minimum=None):
 
 
 def check_float(what, value, low=None, high=None, low_open=False, high_open=False):
+    """``value`` as a finite float within the bounds, else a ``ValueError`` naming them."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"`{what}` must be a number, got {value!r}.")
     value = float(value)
     bad_low = low is not None and (value <= low if low_open else value < low)
     bad_high = high is not None and (value >= high if high_open else value > high)
-    if value != value or bad_low or bad_high:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
+    if not math.isfinite(value) or bad_low or bad_high:
+        lo = "(" if low_open or low is None else "["
+        hi = ")" if high_open or high is None else "]"
         raise ValueError(
-            f"`{what}` must be in {lo}{low if low is not None else '-inf'}, "
+            f"`{what}` must be a finite number in {lo}{low if low is not None else '-inf'}, "
             f"{high if high is not None else 'inf'}{hi}, got {value}."
         )
     return value

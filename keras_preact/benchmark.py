@@ -3,9 +3,11 @@
 ``infer(export_dir)`` times, on this machine, the Keras serving model (the
 float32 network with its preprocessing, ``predict_on_batch``), the SavedModel
 signature, every LiteRT variant and the ONNX model of an export folder written
-by :func:`keras_preact.export.export_model`: median latency at batch 1 and
-throughput at a larger batch, plus the artifact sizes. Figures are printed, not
-asserted; run the variants in one process so that they share the machine's load.
+by :func:`keras_preact.export.export_model`, each through the same runtime the
+export was verified with (:func:`keras_preact.export.open_runtime`): median
+latency at batch 1 and throughput at a larger batch, plus the artifact sizes.
+Figures are printed, not asserted; the variants run in one process so that they
+share the machine's load.
 """
 
 import os
@@ -14,7 +16,7 @@ import time
 
 import numpy as np
 
-from keras_preact import export
+from keras_preact import export, files
 
 
 def median_seconds(fn, repeats, warmup=2):
@@ -30,92 +32,49 @@ def median_seconds(fn, repeats, warmup=2):
 
 def _keras_runner(manifest):
     source_path = manifest["source"]
+    shape = manifest["input"]["shape"][1:]
     if source_path.startswith("arch:") or not os.path.isfile(source_path):
         source = export.load_source(arch=manifest["arch"], classes=manifest["classes"],
-                                    input_shape=manifest["input"]["shape"][1:])
+                                    input_shape=shape)
     else:
-        source = export.load_source(model=source_path)
+        source = export.load_source(model=source_path, input_shape=shape)
     if manifest["preprocessing"]["mean"] is not None:
         source.normalisation = (manifest["preprocessing"]["mean"],
                                 manifest["preprocessing"]["std"])
     model = export.build_serving(source, manifest["preprocessing"]["included"],
                                  manifest["softmax"], manifest["input"]["dtype"])
-    return lambda x: model.predict_on_batch(x)
-
-
-def _saved_model_runner(path):
-    import tensorflow as tf
-
-    fn = tf.saved_model.load(path).signatures[export.SIGNATURE]
-    dtype = fn.structured_input_signature[1][export.INPUT_NAME].dtype.as_numpy_dtype
-    return lambda x: fn(**{export.INPUT_NAME: tf.constant(x.astype(dtype))})
-
-
-def _tflite_runner(path, batch, threads):
-    interpreter = export.litert_interpreter(path, num_threads=threads)
-    detail = interpreter.get_input_details()[0]
-    if int(detail["shape"][0]) != batch:
-        interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]],
-                                        strict=False)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    outputs = [d["index"] for d in interpreter.get_output_details()]
-
-    def run(x):
-        interpreter.set_tensor(detail["index"], export.quantize_input(x, detail))
-        interpreter.invoke()
-        return [interpreter.get_tensor(i) for i in outputs]
-
-    return run
-
-
-def _onnx_runner(path):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0]
-    dtype = np.uint8 if feed.type == "tensor(uint8)" else np.float32
-    return lambda x: session.run(None, {feed.name: x.astype(dtype)})
+    return model.predict_on_batch
 
 
 def infer(export_dir, batch=32, repeats=20, threads=None, serving=None, log=print):
     """Time every runtime of ``export_dir``; return rows of figures (and print them).
 
+    ``threads`` sets the LiteRT and ONNX Runtime threads (default: every CPU);
     ``serving`` is the Keras model to time (default: rebuilt from the manifest's source).
     """
-    import json
-
-    with open(os.path.join(export_dir, export.MANIFEST)) as f:
-        manifest = json.load(f)
+    manifest = files.read_json(os.path.join(export_dir, export.MANIFEST))
     threads = threads or os.cpu_count()
     shape = tuple(manifest["input"]["shape"][1:])
     rng = np.random.default_rng(0)
     images = {b: rng.integers(0, 256, (b, *shape)).astype("float32") for b in (1, batch)}
-    keras_runner = serving.predict_on_batch if serving is not None else None
-    runners = [("keras predict_on_batch", None, lambda b: _keras_runner(manifest))]
+    runners = [("keras predict_on_batch", None,
+                lambda: serving.predict_on_batch if serving is not None
+                else _keras_runner(manifest))]
     for a in manifest["artifacts"]:
-        path = os.path.join(export_dir, a["path"])
-        if a["format"] == "tf_saved_model":
-            runners.append((a["path"], a, lambda b, p=path: _saved_model_runner(p)))
-        elif a["format"] == "litert":
-            runners.append((f"{a['path']} ({a['quantization']})", a,
-                            lambda b, p=path: _tflite_runner(p, b, threads)))
-        elif a["format"] == "onnx":
-            runners.append((a["path"], a, lambda b, p=path: _onnx_runner(p)))
-    rows = []
-    log(f"{manifest['arch'] or manifest['source']}: input {list(shape)}, "
-        f"{os.cpu_count()} CPU threads, median of {repeats} runs")
+        label = a["path"] + (f" ({a['quantization']})" if a["format"] == "litert" else "")
+        runners.append((label, a, lambda p=os.path.join(export_dir, a["path"]), f=a["format"]:
+                        export.open_runtime(p, f, threads=threads)))
+    log(f"{manifest['arch'] or manifest['source']}: input {list(shape)}, {threads} threads "
+        f"(LiteRT, ONNX Runtime), median of {repeats} runs; fixed-batch LiteRT files run "
+        "their own batch at a time")
     log(f"{'runtime':34s} {'batch 1 (ms)':>13s} {f'batch {batch} (img/s)':>19s} {'size (MB)':>10s}")
+    rows = []
     for name, artifact, make in runners:
         row = {"runtime": name, "bytes": artifact["bytes"] if artifact else None}
         try:
-            if artifact is None:
-                keras_runner = keras_runner or make(1)
-                run1 = run_b = keras_runner
-            else:
-                run1, run_b = make(1), make(batch)
-            row["latency_ms"] = 1e3 * median_seconds(lambda: run1(images[1]), repeats)
-            row["throughput"] = batch / median_seconds(lambda: run_b(images[batch]),
+            run = make()
+            row["latency_ms"] = 1e3 * median_seconds(lambda: run(images[1]), repeats)
+            row["throughput"] = batch / median_seconds(lambda: run(images[batch]),
                                                        max(3, repeats // 4))
         except Exception as e:  # noqa: BLE001 - report and go on with the other runtimes
             row["error"] = f"{type(e).__name__}: {e}"[:200]

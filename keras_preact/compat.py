@@ -1,75 +1,118 @@
 """Compatibility fix: ``MultiWorkerMirroredStrategy`` with Keras 3's ``model.fit``.
 
-In Keras 3.x up to at least 3.15 (keras-team/keras#20585, #20329), ``fit`` under
-``tf.distribute.MultiWorkerMirroredStrategy`` fails in two places of the
-TensorFlow trainer:
+Keras 3 (keras-team/keras#20585, #20329; seen on 3.15) fails in two places of the
+TensorFlow trainer under ``tf.distribute.MultiWorkerMirroredStrategy``:
 
 1. ``TensorFlowTrainer._maybe_symbolic_build`` reduces the first distributed
    batch with ``strategy.reduce``, which raises
    ``ValueError: Attempt to convert a value (PerReplica...)``. The symbolic
-   build only needs shapes, so the fix takes this worker's local batch.
+   build only needs shapes, so the fix takes this worker's local batch; that is
+   right on every version, so it replaces the method.
 2. ``reduce_per_replica`` reduces every metric with ``axis=0``; scalar logs
    raise ``Invalid reduction dimension 0 for input with 0 dimensions``. The fix
-   reduces scalars with ``axis=None``.
+   reduces scalars with ``axis=None``. It is detected by behaviour: Keras' own
+   function runs first and the fix is used only when it fails with exactly that
+   error, so a Keras that fixed the bug runs unchanged.
 
-:func:`apply` patches exactly those two places, once, and only on the Keras
-versions in ``AFFECTED`` with the TensorFlow backend. Nothing else changes.
+:func:`apply` installs both, once, on the TensorFlow backend, after checking
+that the private trainer code still has the shape they were written for; a Keras
+whose trainer changed is refused loudly rather than patched blindly.
+:data:`USED` records which fixes actually ran.
 """
+
+import functools
+import inspect
 
 import keras
 
-AFFECTED = ((3, 0), (3, 16))  # [first, first not known to be affected)
+from keras_preact._validation import UserError
+
+REDUCE_SYMPTOM = "Invalid reduction dimension"
+USED = set()  # the names of the fixes that ran in this process
 _applied = False
 
 
-def keras_version():
-    return tuple(int(p) for p in keras.__version__.split(".")[:2])
+def _trainer():
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    return tf_trainer
 
 
-def needed():
-    low, high = AFFECTED
-    return keras.backend.backend() == "tensorflow" and low <= keras_version() < high
+def check_trainer(tf_trainer):
+    """Raise ``UserError`` unless the private code the fix wraps is as expected."""
+    problems = [f"no {name}" for name in ("reduce_per_replica", "_is_per_replica_instance",
+                                          "_collective_all_reduce_multi_worker", "TensorFlowTrainer")
+                if not hasattr(tf_trainer, name)]
+    if not problems:
+        build = getattr(tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build", None)
+        if build is None or list(inspect.signature(build).parameters) != [
+                "self", "iterator", "data_batch"]:
+            problems.append("a different TensorFlowTrainer._maybe_symbolic_build")
+        if list(inspect.signature(tf_trainer.reduce_per_replica).parameters) != [
+                "values", "strategy", "reduction"]:
+            problems.append("a different reduce_per_replica")
+    if problems:
+        raise UserError(
+            f"keras_preact's MultiWorkerMirroredStrategy fix does not fit Keras "
+            f"{keras.__version__} (its TensorFlow trainer has {', '.join(problems)}). Use "
+            "--strategy mirrored on one machine, or a Keras version from 3.8 to 3.15.")
+
+
+def with_fallback(original, fix, symptom, name):
+    """``original``, unless it raises an error whose message holds ``symptom``: then ``fix``."""
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - only the bug's own error is caught
+            if symptom not in str(e):
+                raise
+        USED.add(name)
+        return fix(*args, **kwargs)
+
+    return wrapper
 
 
 def apply():
-    """Install the fix if this Keras needs it; return whether it is installed."""
+    """Install the fix (TensorFlow backend); return whether it is installed."""
     global _applied
-    if _applied or not needed():
+    if _applied or keras.backend.backend() != "tensorflow":
         return _applied
     import tensorflow as tf
     from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
 
+    tf_trainer = _trainer()
+    check_trainer(tf_trainer)
     original_reduce = tf_trainer.reduce_per_replica
 
-    def reduce_per_replica(values, strategy, reduction):
-        multi_worker = tf_trainer._collective_all_reduce_multi_worker(strategy)
-        if not (multi_worker and reduction in ("auto", "mean")):
-            return original_reduce(values, strategy, reduction)
-
+    def reduce_scalars(values, strategy, reduction):
         def _reduce(v):
-            local = strategy.experimental_local_results(v)[0] if tf_trainer._is_per_replica_instance(v) else v
-            axis = None if local.shape.rank == 0 else 0
-            return strategy.reduce("MEAN", v, axis=axis)
+            local = (strategy.experimental_local_results(v)[0]
+                     if tf_trainer._is_per_replica_instance(v) else v)
+            return strategy.reduce("MEAN", v, axis=None if local.shape.rank == 0 else 0)
 
-        return tree.map_structure(_reduce, values)
+        if tf_trainer._collective_all_reduce_multi_worker(strategy) and reduction in ("auto", "mean"):
+            return tree.map_structure(_reduce, values)
+        return original_reduce(values, strategy, reduction)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         if self._distribute_strategy is None:
             return
+        USED.add("symbolic_build")
         if iterator is not None:
             for _, _, it in iterator:
-                batch = next(it)
                 data_batch = tree.map_structure(
                     lambda x: self.distribute_strategy.experimental_local_results(x)[0]
                     if isinstance(x, tf.distribute.DistributedValues) else x,
-                    batch,
+                    next(it),
                 )
                 break
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
-    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.reduce_per_replica = with_fallback(original_reduce, reduce_scalars,
+                                                  REDUCE_SYMPTOM, "reduce_per_replica")
     tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
     _applied = True
     return True

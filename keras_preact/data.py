@@ -21,14 +21,15 @@ import os
 import pickle
 import socket
 import tarfile
+import zlib
 
 import numpy as np
 
-from keras_preact._validation import check_choice
+from keras_preact._validation import UserError, check_choice
 
 
-class DataUnavailableError(RuntimeError):
-    """The data set is neither prepared nor downloadable here."""
+class DataUnavailableError(UserError, RuntimeError):
+    """The data set is neither prepared nor downloadable here, or what was given is not it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,19 +37,16 @@ class DatasetInfo:
     name: str
     classes: int
     image_size: int  # training crop
-    train_split: str
-    test_split: str
-    augment: str  # "cifar", "shift" (no flip) or "imagenet"
+    flip: bool  # random horizontal flips in training (not for digits)
     download_host: str = None
     manual: bool = False
 
 
 DATASETS = {
-    "cifar10": DatasetInfo("cifar10", 10, 32, "train", "test", "cifar", "www.cs.toronto.edu"),
-    "cifar100": DatasetInfo("cifar100", 100, 32, "train", "test", "cifar", "www.cs.toronto.edu"),
-    "imagenet2012": DatasetInfo("imagenet2012", 1000, 224, "train", "validation", "imagenet",
-                                manual=True),
-    "digits": DatasetInfo("digits", 10, 32, "train", "test", "shift"),
+    "cifar10": DatasetInfo("cifar10", 10, 32, True, "www.cs.toronto.edu"),
+    "cifar100": DatasetInfo("cifar100", 100, 32, True, "www.cs.toronto.edu"),
+    "imagenet2012": DatasetInfo("imagenet2012", 1000, 224, True, manual=True),
+    "digits": DatasetInfo("digits", 10, 32, False),
 }
 # ImageNet statistics (RGB, 0-255) of the training set, as used by fb.resnet.torch.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -78,29 +76,84 @@ def digits_arrays(split):
     return images[idx], digits.target[idx].astype("int64")
 
 
-def cifar_archive_arrays(path, split):
-    """Read ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` in their own format."""
+# What CIFAR's python batches hold: dicts, lists, bytes, str, numbers and NumPy arrays.
+# A pickle can name any callable; these constructors are the only ones a batch needs.
+_CIFAR_GLOBALS = {("numpy._core.multiarray", "_reconstruct"), ("numpy._core.numeric", "_frombuffer"),
+                  ("numpy", "ndarray"), ("numpy", "dtype")}
+# The label key of each archive: CIFAR-10's batches say b"labels", CIFAR-100's b"fine_labels".
+_CIFAR_LABELS = {"cifar10": b"labels", "cifar100": b"fine_labels"}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module.startswith("numpy.core"):  # pickled by NumPy 1 (the official archives)
+            module = "numpy._core" + module[len("numpy.core"):]
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it references {module}.{name}, which a CIFAR batch never holds (a crafted "
+                "file could run code)")
+        return super().find_class(module, name)
+
+
+def _read_batch(tar, member, path):
+    try:
+        batch = _CifarUnpickler(tar.extractfile(member), encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise DataUnavailableError(f"Refusing {member.name} in {path!r}: {e}.") from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        raise DataUnavailableError(
+            f"{member.name} in {path!r} is not a CIFAR batch ({type(e).__name__}).") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataUnavailableError(
+            f"{member.name} in {path!r} is not a CIFAR batch (no 3072-byte image rows).")
+    return batch
+
+
+def cifar_archive_arrays(path, split, name=None):
+    """Read ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` in their own format.
+
+    The batches are unpickled with only the constructors a CIFAR batch needs;
+    ``name`` (``cifar10``/``cifar100``) checks that the archive is that data set.
+    """
     if not os.path.isfile(path):
         raise DataUnavailableError(f"CIFAR archive not found: {path!r}.")
     wanted = {"train": ("data_batch_", "/train"), "test": ("test_batch", "/test")}[split]
     images, labels = [], []
-    with tarfile.open(path, "r:*") as tar:
-        members = sorted(
-            (m for m in tar.getmembers() if m.isfile() and (
-                os.path.basename(m.name).startswith(wanted[0]) or m.name.endswith(wanted[1]))),
-            key=lambda m: m.name,
-        )
-        if not members:
-            raise DataUnavailableError(
-                f"{path!r} is not a CIFAR python archive (no {split} batches inside); "
-                "expected cifar-10-python.tar.gz or cifar-100-python.tar.gz."
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            members = sorted(
+                (m for m in tar.getmembers() if m.isfile() and (
+                    os.path.basename(m.name).startswith(wanted[0]) or m.name.endswith(wanted[1]))),
+                key=lambda m: m.name,
             )
-        for member in members:
-            batch = pickle.load(tar.extractfile(member), encoding="bytes")
-            data = np.asarray(batch[b"data"], dtype="uint8")
-            images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            key = b"labels" if b"labels" in batch else b"fine_labels"
-            labels.append(np.asarray(batch[key], dtype="int64"))
+            if not members:
+                raise DataUnavailableError(
+                    f"{path!r} is not a CIFAR python archive (no {split} batches inside); "
+                    "expected cifar-10-python.tar.gz or cifar-100-python.tar.gz."
+                )
+            for member in members:
+                batch = _read_batch(tar, member, path)
+                kind = next((n for n, key in _CIFAR_LABELS.items() if key in batch), None)
+                if kind is None:
+                    raise DataUnavailableError(f"{member.name} in {path!r} has no labels.")
+                if name is not None and kind != name:
+                    raise DataUnavailableError(
+                        f"{path!r} is a {kind} archive, not {name}: pass --dataset {kind}, "
+                        f"or the {name} archive.")
+                y = np.asarray(batch[_CIFAR_LABELS[kind]], dtype="int64")
+                classes = DATASETS[kind].classes
+                if y.shape != (len(batch[b"data"]),) or y.min() < 0 or y.max() >= classes:
+                    raise DataUnavailableError(
+                        f"{member.name} in {path!r} has labels outside [0, {classes}) or not "
+                        "one per image: the archive is damaged.")
+                images.append(np.asarray(batch[b"data"], dtype="uint8")
+                              .reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                labels.append(y)
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise DataUnavailableError(
+            f"{path!r} is not a readable CIFAR archive: it is truncated, damaged or not a "
+            f".tar.gz ({type(e).__name__}); download it again.") from None
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -164,7 +217,7 @@ def load_arrays(name, split, data_dir=None, cifar_archive=None):
     if name == "digits":
         return digits_arrays(split)
     if cifar_archive:
-        return cifar_archive_arrays(cifar_archive, split)
+        return cifar_archive_arrays(cifar_archive, split, name)
     return tfds_arrays(name, split, data_dir)
 
 
@@ -181,7 +234,7 @@ class Data:
 
     name: str
     classes: int
-    input_shape: tuple
+    input_shape: tuple  # of the training images
     train_examples: int
     test_examples: int
     steps_per_epoch: int
@@ -193,11 +246,13 @@ class Data:
     @property
     def train(self):
         """One epoch of training batches."""
-        return self.train_stream(1)
+        return self.train_stream(1).take(self.steps_per_epoch)
 
 
-def _normalise(tf, image, mean, std):
-    return (tf.cast(image, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+def _normalizer(mean, std):
+    from keras_preact.preprocessing import normalization
+
+    return normalization(mean, std)
 
 
 def augment_small(tf, image, seed, size, flip):
@@ -210,8 +265,16 @@ def augment_small(tf, image, seed, size, flip):
     return image
 
 
+def _steps(examples, batch_size, steps_per_epoch, name):
+    steps = steps_per_epoch or examples // batch_size
+    if steps < 1:
+        raise ValueError(f"Batch size {batch_size} exceeds the {examples} training examples "
+                         f"of {name}.")
+    return steps
+
+
 def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
-                    eval_batch_size=None):
+                    steps_per_epoch=None):
     """Pipelines of an in-memory data set whose epoch e depends only on (seed, e).
 
     ``train_stream(epochs, start_epoch)`` yields exactly
@@ -223,14 +286,16 @@ def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
     x_train, y_train = load_arrays(name, "train", data_dir, cifar_archive)
     x_test, y_test = load_arrays(name, "test", data_dir, cifar_archive)
     mean, std = channel_stats(x_train)
+    normalise = _normalizer(mean, std)
     n = len(x_train)
-    steps = n // batch_size
-    if steps < 1:
-        raise ValueError(f"Batch size {batch_size} exceeds the {n} training examples of {name}.")
+    steps = _steps(n, batch_size, None, name)
+    if steps_per_epoch is not None and steps_per_epoch > steps:
+        raise ValueError(f"--steps-per-epoch {steps_per_epoch} exceeds the {steps} batches of "
+                         f"{batch_size} in the {n} training images of {name}.")
+    steps = steps_per_epoch or steps
     images = tf.constant(x_train)
     labels = tf.constant(y_train)
     size = info.image_size
-    flip = info.augment == "cifar"
 
     def epoch_batches(epoch):
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
@@ -238,9 +303,9 @@ def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
         order = order[: steps * batch_size]
 
         def example(i, index):
-            image = _normalise(tf, tf.gather(images, index), mean, std)
+            image = normalise(tf.gather(images, index))
             item_seed = tf.stack([seed * 1_000_003 + epoch, i])
-            return augment_small(tf, image, item_seed, size, flip), tf.gather(labels, index)
+            return augment_small(tf, image, item_seed, size, info.flip), tf.gather(labels, index)
 
         ds = tf.data.Dataset.from_tensor_slices(order).enumerate()
         ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -251,31 +316,29 @@ def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
                 .flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE))
 
     test = (tf.data.Dataset.from_tensor_slices((x_test, y_test))
-            .map(lambda x, y: (_normalise(tf, x, mean, std), y), num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(eval_batch_size or batch_size).prefetch(tf.data.AUTOTUNE))
+            .map(lambda x, y: (normalise(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     return Data(name, info.classes, (size, size, 3), n, len(x_test), steps, mean, std,
                 train_stream, test)
 
 
-def imagenet_train_map(tf, image, label, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=224,
-                       scale=(256, 480)):
-    """Scale augmentation: shorter side uniform in ``scale``, random crop, flip."""
-    shorter = tf.random.uniform([], scale[0], scale[1] + 1, dtype=tf.int32)
-    image = resize_shorter(tf, image, shorter)
+IMAGENET_TRAIN_SCALE = (256, 480)  # shorter side of the scale augmentation
+
+
+def imagenet_train_crop(tf, image, size=224):
+    """Scale augmentation: shorter side uniform in [256, 480], random crop, flip."""
+    low, high = IMAGENET_TRAIN_SCALE
+    image = resize_shorter(tf, image, tf.random.uniform([], low, high + 1, dtype=tf.int32))
     image = tf.image.random_crop(image, (size, size, 3))
-    image = tf.image.random_flip_left_right(image)
-    return _normalise(tf, image, mean, std), label
+    return tf.image.random_flip_left_right(image)
 
 
-def imagenet_eval_map(tf, image, label, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=224):
+def imagenet_eval_crop(tf, image, size=224):
     """Center crop of ``size`` after resizing the shorter side (256 for 224, else ``size``)."""
-    shorter = 256 if size == 224 else size
-    image = resize_shorter(tf, image, shorter)
+    image = resize_shorter(tf, image, 256 if size == 224 else size)
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     top, left = (h - size) // 2, (w - size) // 2
-    image = image[top:top + size, left:left + size, :]
-    image = tf.ensure_shape(image, (size, size, 3))
-    return _normalise(tf, image, mean, std), label
+    return tf.ensure_shape(image[top:top + size, left:left + size, :], (size, size, 3))
 
 
 def resize_shorter(tf, image, shorter):
@@ -287,35 +350,45 @@ def resize_shorter(tf, image, shorter):
     return tf.image.resize(image, new, method="bilinear", antialias=True)
 
 
+# The split sizes, where tensorflow-datasets does not know them (a mocked data set).
 IMAGENET_TRAIN_EXAMPLES = 1_281_167
 IMAGENET_VAL_EXAMPLES = 50_000
 
 
-def imagenet_pipelines(batch_size, seed=0, data_dir=None, eval_size=224, eval_batch_size=None,
-                       train_examples=None):
+def _split_size(info, split, default):
+    try:
+        return int(info.splits[split].num_examples) or default
+    except (KeyError, AttributeError, TypeError):
+        return default
+
+
+def imagenet_pipelines(batch_size, seed=0, data_dir=None, eval_size=224, steps_per_epoch=None):
     """Streaming ImageNet pipelines from tensorflow-datasets (manual download)."""
     tf = _tf()
     check_choice("eval crop", str(eval_size), ("224", "320"))
-    train = load_tfds("imagenet2012", "train", data_dir, shuffle_files=True)
+    train, info = load_tfds("imagenet2012", "train", data_dir, shuffle_files=True, with_info=True)
     test = load_tfds("imagenet2012", "validation", data_dir)
-    n = train_examples or IMAGENET_TRAIN_EXAMPLES
+    n = _split_size(info, "train", IMAGENET_TRAIN_EXAMPLES)
+    normalise = _normalizer(IMAGENET_MEAN, IMAGENET_STD)
     train = (train.shuffle(10_000, seed=seed)
-             .map(lambda x, y: imagenet_train_map(tf, x, y), num_parallel_calls=tf.data.AUTOTUNE)
+             .map(lambda x, y: (normalise(imagenet_train_crop(tf, x)), y),
+                  num_parallel_calls=tf.data.AUTOTUNE)
              .batch(batch_size, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE))
-    test = (test.map(lambda x, y: imagenet_eval_map(tf, x, y, size=eval_size),
+    test = (test.map(lambda x, y: (normalise(imagenet_eval_crop(tf, x, eval_size)), y),
                      num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(eval_batch_size or batch_size).prefetch(tf.data.AUTOTUNE))
-    return Data("imagenet2012", 1000, (224, 224, 3), n, IMAGENET_VAL_EXAMPLES,
-                max(1, n // batch_size), IMAGENET_MEAN, IMAGENET_STD,
-                lambda epochs, start_epoch=0: train, test)
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    return Data("imagenet2012", 1000, (224, 224, 3), n,
+                _split_size(info, "validation", IMAGENET_VAL_EXAMPLES),
+                _steps(n, batch_size, steps_per_epoch, "imagenet2012"),
+                IMAGENET_MEAN, IMAGENET_STD, lambda epochs, start_epoch=0: train, test)
 
 
-def make_data(name, batch_size, **kwargs):
+def make_data(name, batch_size, seed=0, data_dir=None, cifar_archive=None, eval_size=None,
+              steps_per_epoch=None):
     """The pipelines of ``name`` (``cifar10``, ``cifar100``, ``imagenet2012``, ``digits``)."""
     check_choice("dataset", name, DATASETS)
     if name == "imagenet2012":
-        kwargs.pop("cifar_archive", None)
-        return imagenet_pipelines(batch_size, **kwargs)
-    kwargs.pop("eval_size", None)
-    kwargs.pop("train_examples", None)
-    return small_pipelines(name, batch_size, **kwargs)
+        return imagenet_pipelines(batch_size, seed=seed, data_dir=data_dir,
+                                  eval_size=eval_size or 224, steps_per_epoch=steps_per_epoch)
+    return small_pipelines(name, batch_size, seed=seed, data_dir=data_dir,
+                           cifar_archive=cifar_archive, steps_per_epoch=steps_per_epoch)

@@ -12,33 +12,29 @@ lacks: the training normalisation (and a softmax) inside the graph so the
 artifact takes raw pixels, named signatures, a float32 rebuild of
 mixed-precision models, the LiteRT quantisation variants with a representative
 dataset drawn from the training data, a check of every artifact through its
-real consumer against the Keras model, a manifest, and atomic writes: the folder
-is assembled in a temporary sibling and renamed into place only when every
-artifact has passed, so a failure or a crash never leaves a half-written export
-at ``out``.
+real consumer (:func:`open_runtime`, also what the benchmark times) against the
+Keras model, a manifest, and safe writes (:mod:`keras_preact.files`): the folder
+is assembled in a hidden sibling and renamed into place only when every artifact
+has passed, an existing folder is replaced only if it is an export, and one
+process writes a target at a time.
 
 TensorFlow is the engine here (SavedModel, the LiteRT converter, tf2onnx);
-the model being exported is plain Keras.
+the model being exported is plain Keras. Keras and TensorFlow are imported
+only when used, so the command line starts fast.
 """
 
 import contextlib
 import dataclasses
 import datetime
 import hashlib
-import json
 import os
-import shutil
-import tempfile
 import warnings
 
 import numpy as np
 
-import keras
-
-from keras_preact import preprocessing, registry
-from keras_preact._validation import check_choice, check_int
+from keras_preact import files, registry
+from keras_preact._validation import UserError, check_choice, check_int
 from keras_preact.preprocessing import INPUT_NAME, LOGITS, PROBABILITIES
-from keras_preact.units import PLACEMENTS, ResidualUnit
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -47,13 +43,15 @@ QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 TOLERANCES = {"float32": 1e-4, "float16": 1e-2}
 # Quantised to 8 bits: the share of held-out images given the Keras model's class.
 MIN_TOP1_AGREEMENT = 0.95
-MANIFEST = "manifest.json"
+MANIFEST = files.EXPORT_MANIFEST
 SIGNATURE = "serving_default"
 TFLITE_FILES = {q: "model.tflite" if q == "none" else f"model_{q}.tflite" for q in QUANTIZATIONS}
 CHECKPOINTS = ("last", "best")
+# Works from a checkout (the form `pip install 'keras_preact[export]'` needs a package index).
+EXPORT_EXTRA = 'pip install ".[export]" (in the keras_preact checkout)'
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export that could not be completed; nothing is left at the target."""
 
 
@@ -66,7 +64,7 @@ class VerificationError(ExportError):
 class Source:
     """A Keras model plus what the manifest needs to describe it."""
 
-    model: keras.Model
+    model: object  # a keras.Model
     origin: str
     arch: str = None
     dataset: str = None
@@ -74,31 +72,21 @@ class Source:
     data_dir: str = None
     cifar_archive: str = None
     trained: bool = True
+    image_shape: tuple = None  # (H, W, C) the artifacts take; default: the model's
+    notes: list = dataclasses.field(default_factory=list)  # what the user should know
 
     @property
     def input_shape(self):
-        return tuple(self.model.input_shape[1:])
+        shape = tuple(self.image_shape or self.model.input_shape[1:])
+        if None in shape:
+            raise ValueError(
+                f"{self.origin} takes images of any size; the artifacts need one: pass "
+                "--input-shape H W C.")
+        return shape
 
     @property
     def classes(self):
         return int(self.model.output_shape[-1])
-
-
-def load_keras(path):
-    """Load a ``.keras`` file with ``safe_mode=True``; refuse one that needs more."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such .keras file: {path!r}.")
-    try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except ValueError as e:
-        if "safe_mode" in str(e) or "unsafe" in str(e).lower():
-            raise ValueError(
-                f"Refusing to load {path!r}: it needs unsafe deserialisation (for example a "
-                "Lambda layer with Python code), and keras_preact only loads models with "
-                "safe_mode=True. Re-create the model without Lambda layers, or export it from "
-                "its own code."
-            ) from e
-        raise
 
 
 def load_source(model=None, arch=None, checkpoint="last", classes=None, input_shape=None,
@@ -106,13 +94,14 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
                 **builder_kwargs):
     """What to export: ``model`` is a training run directory or a ``.keras`` file;
     or ``arch`` names a registry network, built untrained (``classes``,
-    ``input_shape``, ``builder_kwargs`` go to its builder).
+    ``builder_kwargs`` go to its builder).
 
     A run directory gives its ``last.keras`` (or ``best.keras``), its data set and
     the training normalisation from ``config.json``. ``dataset`` (and
     ``data_dir``/``cifar_archive``) names the data for calibration and
     verification, and for an ``arch`` or a bare ``.keras`` file also the
     normalisation; ``normalisation=(mean, std)`` sets it explicitly.
+    ``input_shape`` fixes the artifacts' image size (for ``arch``, the network's).
     """
     from keras_preact import data as data_lib
 
@@ -121,62 +110,84 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
     check_choice("checkpoint", checkpoint, CHECKPOINTS)
     if dataset is not None:
         check_choice("dataset", dataset, data_lib.DATASETS)
-    config = {}
     if arch is not None:
-        spec = registry.get_spec(arch)
-        kwargs = dict(builder_kwargs, classifier_activation=None)
-        if classes is not None:
-            kwargs["classes"] = classes
-        if input_shape is not None:
-            kwargs["input_shape"] = tuple(input_shape)
-        elif dataset is not None and spec.family == "cifar":
-            size = data_lib.DATASETS[dataset].image_size
-            kwargs["input_shape"] = (size, size, 3)
-        if classes is None and dataset is not None:
-            kwargs["classes"] = data_lib.DATASETS[dataset].classes
-        keras_model = spec.build(**kwargs)
-        origin, trained = f"arch:{arch}", False
+        keras_model = _build_arch(arch, classes, input_shape, dataset, builder_kwargs)
+        source, run = Source(keras_model, f"arch:{arch}", arch=arch, trained=False), {}
     else:
-        path = os.fspath(model)
-        if os.path.isdir(path):
-            config_path = os.path.join(path, "config.json")
-            keras_path = os.path.join(path, f"{checkpoint}.keras")
-            if not os.path.isfile(config_path) or not os.path.isfile(keras_path):
-                raise FileNotFoundError(
-                    f"{path!r} is not a finished training run: it needs config.json and "
-                    f"{checkpoint}.keras (written by scripts/train.py)."
-                )
-        elif path.endswith(".keras"):
-            keras_path = path
-            config_path = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-        else:
-            raise ValueError(
-                f"--model must be a training run directory or a .keras file, got {path!r}."
-            )
-        if os.path.isfile(config_path):
-            with open(config_path) as f:
-                config = json.load(f)
-        keras_model = load_keras(keras_path)
-        if builder_kwargs or classes is not None or input_shape is not None:
-            raise ValueError(
-                "classes, input_shape and builder options only apply with `arch`; a saved "
-                "model already has them."
-            )
-        origin, trained = os.path.abspath(keras_path), True
-    resolved = config.get("resolved", {})
-    arch = arch or resolved.get("arch")
-    dataset = dataset or resolved.get("dataset")
-    data_dir = data_dir or resolved.get("data_dir")
-    cifar_archive = cifar_archive or resolved.get("cifar_archive")
-    if normalisation is None and "normalisation" in config:
-        normalisation = (config["normalisation"]["mean"], config["normalisation"]["std"])
-    if normalisation is None and dataset is not None:
-        normalisation = dataset_normalisation(dataset, data_dir, cifar_archive)
+        if builder_kwargs or classes is not None:
+            raise ValueError("classes and builder options only apply with `arch`; a saved "
+                             "model already has them.")
+        keras_path, run = _saved_model_path(os.fspath(model), checkpoint)
+        from keras_preact.models import load_keras_file
+
+        source = Source(load_keras_file(keras_path), os.path.abspath(keras_path))
+    resolved = run.get("resolved", {})
+    source.arch = source.arch or resolved.get("arch")
+    source.dataset = dataset or resolved.get("dataset")
+    source.data_dir = data_dir or resolved.get("data_dir")
+    source.cifar_archive = cifar_archive or resolved.get("cifar_archive")
+    if input_shape is not None:
+        source.image_shape = tuple(int(d) for d in input_shape)
+    elif resolved.get("eval_size") and None in tuple(source.model.input_shape[1:3]):
+        source.image_shape = (resolved["eval_size"], resolved["eval_size"],
+                              source.model.input_shape[-1])
+    if normalisation is None and "normalisation" in run:
+        normalisation = (run["normalisation"]["mean"], run["normalisation"]["std"])
+    if normalisation is None and source.dataset is not None:
+        normalisation = dataset_normalisation(source.dataset, source.data_dir,
+                                              source.cifar_archive)
     if normalisation is not None:
         mean, std = normalisation
-        normalisation = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
-    return Source(keras_model, origin, arch=arch, dataset=dataset, normalisation=normalisation,
-                  data_dir=data_dir, cifar_archive=cifar_archive, trained=trained)
+        source.normalisation = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    _add_notes(source)
+    return source
+
+
+def _build_arch(arch, classes, input_shape, dataset, builder_kwargs):
+    from keras_preact import data as data_lib
+
+    spec = registry.get_spec(arch)
+    kwargs = dict(builder_kwargs, classifier_activation=None)
+    if classes is not None:
+        kwargs["classes"] = classes
+    elif dataset is not None:
+        kwargs["classes"] = data_lib.DATASETS[dataset].classes
+    if input_shape is not None:
+        kwargs["input_shape"] = tuple(input_shape)
+    elif dataset is not None and spec.family == "cifar":
+        size = data_lib.DATASETS[dataset].image_size
+        kwargs["input_shape"] = (size, size, 3)
+    return spec.build(**kwargs)
+
+
+def _saved_model_path(path, checkpoint):
+    """(the .keras file, the run's config.json or {}) of a run directory or a .keras file."""
+    if os.path.isdir(path):
+        keras_path = os.path.join(path, f"{checkpoint}.keras")
+        if not os.path.isfile(os.path.join(path, files.RUN_CONFIG)) or not os.path.isfile(keras_path):
+            raise ValueError(
+                f"{path!r} is not a finished training run: it needs {files.RUN_CONFIG} and "
+                f"{checkpoint}.keras (written by scripts/train.py)."
+            )
+        return keras_path, files.run_config(path)
+    if not path.endswith(".keras"):
+        raise ValueError(
+            f"--model must be a training run directory or a .keras file, got {path!r}."
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    return path, files.run_config(folder) if os.path.isfile(
+        os.path.join(folder, files.RUN_CONFIG)) else {}
+
+
+def _add_notes(source):
+    described = describe(source.model)
+    if not described["residual_units"]:
+        source.notes.append("this model has no keras_preact residual units: it is exported "
+                            "as a plain Keras model")
+    if source.normalisation is None:
+        source.notes.append("no training normalisation is known for this model, so none is "
+                            "inside the artifacts: they take the model's own inputs (pass "
+                            "--dataset, or --mean and --std, to include one)")
 
 
 def dataset_normalisation(dataset, data_dir=None, cifar_archive=None):
@@ -192,12 +203,13 @@ def dataset_normalisation(dataset, data_dir=None, cifar_archive=None):
 
 def describe(model):
     """Placement(s), shortcut(s) and projection(s) of the residual units in ``model``."""
-    names = {cls: name for name, cls in PLACEMENTS.items()}
+    from keras_preact.units import ResidualUnit
+
     placements, shortcuts, projections, units = [], [], [], 0
     for layer in model._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, ResidualUnit):
             units += 1
-            for seen, value in ((placements, names.get(type(layer), type(layer).__name__)),
+            for seen, value in ((placements, layer.placement),
                                 (shortcuts, dict(layer.shortcut_spec)),
                                 (projections, layer.projection)):
                 if value not in seen:
@@ -208,44 +220,41 @@ def describe(model):
 
 
 # -- the float32, logits-out copy that gets exported --------------------------------
-def _float32_config(config):
-    if isinstance(config, list):
-        return [_float32_config(c) for c in config]
-    if not isinstance(config, dict):
-        return config
-    out = {}
-    for key, value in config.items():
-        if key == "dtype" and isinstance(value, dict) and "Policy" in str(value.get("class_name")):
-            value = {**value, "config": {**value.get("config", {}), "name": "float32"}}
-        elif key == "dtype" and isinstance(value, str) and value.startswith("mixed_"):
-            value = "float32"
-        elif key == "synchronized":
-            value = False
-        else:
-            value = _float32_config(value)
-        out[key] = value
-    return out
-
-
 def inference_copy(model):
-    """``model`` rebuilt under the float32 policy with a logits output, same weights.
+    """``model`` cloned under the float32 policy with a logits output, same weights.
 
     Mixed-precision graphs convert to LiteRT Flex ops that no interpreter runs;
-    a final softmax is moved out of the network into the serving wrapper.
+    synchronised BN is a training-time device; a final softmax moves out of the
+    network into the serving wrapper.
     """
-    config = _float32_config(model.get_config())
-    for layer in config.get("layers", []):
-        if layer.get("name") == "predictions" and "activation" in layer.get("config", {}):
-            layer["config"]["activation"] = "linear"
-    copy = model.__class__.from_config(config)
-    weights = model.get_weights()
+    import keras
+
+    output = model.get_layer(model.output_names[0]) if hasattr(model, "output_names") \
+        else model.layers[-1]
+
+    def clone(layer):
+        config = layer.get_config()
+        config["dtype"] = "float32"
+        for key in ("synchronized", "sync_bn"):
+            if key in config:
+                config[key] = False
+        if layer is output:
+            if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
+                return keras.layers.Identity(name=layer.name, dtype="float32")
+            if config.get("activation") not in (None, "linear"):
+                config["activation"] = "linear"
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights([np.asarray(w, dtype=np.float32) if np.issubdtype(w.dtype, np.floating)
-                      else w for w in weights])
+                      else w for w in model.get_weights()])
     return copy
 
 
 def build_serving(source, preprocessing_on=None, softmax=True, input_dtype="float32"):
     """The Keras model that is exported: raw images in, named logits/probabilities out."""
+    from keras_preact import preprocessing
+
     if preprocessing_on is None:
         preprocessing_on = source.normalisation is not None
     if preprocessing_on and source.normalisation is None:
@@ -257,7 +266,7 @@ def build_serving(source, preprocessing_on=None, softmax=True, input_dtype="floa
     return preprocessing.serving_model(
         inference_copy(source.model),
         normalisation=source.normalisation if preprocessing_on else None,
-        softmax=softmax, input_dtype=input_dtype,
+        softmax=softmax, input_dtype=input_dtype, input_shape=source.input_shape,
         name=f"{source.model.name}_serving",
     )
 
@@ -269,39 +278,31 @@ def sample_images(source, split, n, seed=0, raw=True):
     from keras_preact import data as data_lib
 
     rng = np.random.default_rng(seed)
-    images = None
+    shape = source.input_shape
     if source.dataset == "imagenet2012":
-        images = _imagenet_images(source, split, n)
+        tf = data_lib._tf()
+        ds = data_lib.load_tfds("imagenet2012", "train" if split == "train" else "validation",
+                                data_dir=source.data_dir)
+        images = np.stack([data_lib.imagenet_eval_crop(tf, x, shape[0]).numpy()
+                           for x, _ in ds.take(n)]).astype("float32")
     elif source.dataset is not None:
         x, _ = data_lib.load_arrays(source.dataset, split, data_dir=source.data_dir,
                                     cifar_archive=source.cifar_archive)
         images = x[rng.permutation(len(x))[:n]].astype("float32")
-        if images.shape[1:] != source.input_shape:
+        if images.shape[1:] != shape:
             raise ValueError(
-                f"{source.dataset} images are {images.shape[1:]}, the model takes "
-                f"{source.input_shape}."
-            )
-    if images is None:
-        images = rng.integers(0, 256, (n,) + source.input_shape).astype("float32")
+                f"{source.dataset} images are {images.shape[1:]}, the model takes {shape}.")
+    else:
+        images = rng.integers(0, 256, (n,) + shape).astype("float32")
     if raw:
         return images
     if source.normalisation is None:
-        return rng.standard_normal((n,) + source.input_shape).astype("float32")
-    mean, std = (np.asarray(v, "float32") for v in source.normalisation)
-    return (images - mean) / std
+        return rng.standard_normal((n,) + shape).astype("float32")
+    from keras_preact.preprocessing import normalization
 
+    import keras
 
-def _imagenet_images(source, split, n):
-    from keras_preact import data as data_lib
-
-    tf = data_lib._tf()
-    ds = data_lib.load_tfds("imagenet2012", "train" if split == "train" else "validation",
-                            data_dir=source.data_dir, as_supervised=True)
-    size = source.input_shape[0]
-    mean, std = (np.asarray(v, "float32") for v in (data_lib.IMAGENET_MEAN, data_lib.IMAGENET_STD))
-    images = [data_lib.imagenet_eval_map(tf, x, y, size=size)[0].numpy() * std + mean
-              for x, y in ds.take(n)]
-    return np.stack(images).astype("float32")
+    return keras.ops.convert_to_numpy(normalization(*source.normalisation)(images))
 
 
 # -- consumers: the runtimes that load the artifacts ---------------------------------
@@ -318,23 +319,6 @@ def litert_interpreter(path, num_threads=None):
     return Interpreter(model_path=path, num_threads=num_threads)
 
 
-def run_tflite(path, images, num_threads=None):
-    """Run a ``.tflite`` file's serving signature over ``images``; a dict of outputs."""
-    interpreter = litert_interpreter(path, num_threads=num_threads)
-    runner = interpreter.get_signature_runner(SIGNATURE)
-    detail = runner.get_input_details()[INPUT_NAME]
-    batch = int(detail["shape_signature"][0])
-    batch = len(images) if batch == -1 else batch
-    outputs = []
-    for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
-        if len(chunk) < batch:  # a fixed batch: pad the last chunk
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
-        result = runner(**{INPUT_NAME: quantize_input(chunk, detail)})
-        outputs.append({k: v[:len(images) - start] for k, v in result.items()})
-    return {k: np.concatenate([o[k] for o in outputs]).astype("float32") for k in outputs[0]}
-
-
 def quantize_input(images, detail):
     """Images as a LiteRT input tensor wants them (quantised for 8-bit inputs)."""
     dtype = np.dtype(detail["dtype"])
@@ -346,23 +330,70 @@ def quantize_input(images, detail):
     return images.astype(dtype)
 
 
-def run_saved_model(path, images):
-    import tensorflow as tf
+class _LiteRT:
+    """LiteRT interpreter (ai-edge-litert, else tf.lite.Interpreter)"""
 
-    fn = tf.saved_model.load(path).signatures[SIGNATURE]
-    dtype = fn.structured_input_signature[1][INPUT_NAME].dtype
-    out = fn(**{INPUT_NAME: tf.constant(images.astype(dtype.as_numpy_dtype))})
-    return {k: v.numpy() for k, v in out.items()}
+    def __init__(self, path, threads=None):
+        self.runner = litert_interpreter(path, num_threads=threads).get_signature_runner(SIGNATURE)
+        self.detail = self.runner.get_input_details()[INPUT_NAME]
+        batch = int(self.detail["shape_signature"][0])
+        self.batch = None if batch == -1 else batch
+
+    def __call__(self, images):
+        batch = self.batch or len(images)
+        outputs = []
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch]
+            if len(chunk) < batch:  # a fixed batch: pad the last chunk
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
+            result = self.runner(**{INPUT_NAME: quantize_input(chunk, self.detail)})
+            outputs.append({k: v[:len(images) - start] for k, v in result.items()})
+        return {k: np.concatenate([o[k] for o in outputs]).astype("float32") for k in outputs[0]}
 
 
-def run_onnx(path, images):
-    import onnxruntime
+class _SavedModel:
+    """tf.saved_model.load"""
 
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0]
-    dtype = np.uint8 if feed.type == "tensor(uint8)" else np.float32
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, {feed.name: images.astype(dtype)})))
+    def __init__(self, path, threads=None):
+        import tensorflow as tf
+
+        self.tf = tf
+        self.fn = tf.saved_model.load(path).signatures[SIGNATURE]
+        self.dtype = self.fn.structured_input_signature[1][INPUT_NAME].dtype.as_numpy_dtype
+
+    def __call__(self, images):
+        out = self.fn(**{INPUT_NAME: self.tf.constant(images.astype(self.dtype))})
+        return {k: v.numpy() for k, v in out.items()}
+
+
+class _Onnx:
+    """onnxruntime (CPUExecutionProvider)"""
+
+    def __init__(self, path, threads=None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(path, options,
+                                                    providers=["CPUExecutionProvider"])
+        feed = self.session.get_inputs()[0]
+        self.feed, self.dtype = feed.name, np.uint8 if feed.type == "tensor(uint8)" else np.float32
+        self.names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, images):
+        return dict(zip(self.names, self.session.run(self.names,
+                                                     {self.feed: images.astype(self.dtype)})))
+
+
+RUNTIMES = {"tf_saved_model": _SavedModel, "litert": _LiteRT, "onnx": _Onnx}
+
+
+def open_runtime(path, fmt, threads=None):
+    """The artifact at ``path`` loaded by its real consumer: a callable from raw images
+    (NumPy, batched) to its named outputs. ``fmt`` is a manifest format."""
+    with _quiet():
+        return RUNTIMES[fmt](path, threads=threads)
 
 
 # -- comparisons ---------------------------------------------------------------------
@@ -392,6 +423,8 @@ def compare(reference, outputs, precision):
 
 
 def predict(model, images, batch_size=64):
+    import keras
+
     outs = [model(images[i:i + batch_size], training=False)
             for i in range(0, len(images), batch_size)]
     return {k: np.concatenate([keras.ops.convert_to_numpy(o[k]) for o in outs]).astype("float32")
@@ -399,77 +432,29 @@ def predict(model, images, batch_size=64):
 
 
 # -- writing -------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_directory(target, overwrite=False):
-    """Yield a temporary sibling of ``target``; rename it to ``target`` on success.
-
-    An existing ``target`` is refused unless ``overwrite``; it is replaced only
-    after the new folder is complete. On any failure the temporary folder is
-    removed and ``target`` is untouched.
-    """
-    target = os.path.abspath(os.fspath(target))
-    parent, base = os.path.split(target)
-    if os.path.exists(target) and not overwrite:
-        raise FileExistsError(f"{target!r} already exists; pass --overwrite to replace it.")
-    os.makedirs(parent, exist_ok=True)
-    _remove_stale_partials(parent, base)
-    tmp = tempfile.mkdtemp(prefix=f".{base}.partial-{os.getpid()}-", dir=parent)
-    try:
-        yield tmp
-        if os.path.exists(target):
-            old = tempfile.mkdtemp(prefix=f".{base}.old-{os.getpid()}-", dir=parent)
-            os.rename(target, os.path.join(old, base))
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _remove_stale_partials(parent, base):
-    """Folders a killed export left behind (their process is gone)."""
-    for name in os.listdir(parent):
-        for kind in ("partial", "old"):
-            prefix = f".{base}.{kind}-"
-            if not name.startswith(prefix):
-                continue
-            try:
-                pid = int(name[len(prefix):].split("-")[0])
-                os.kill(pid, 0)
-            except (ValueError, ProcessLookupError):
-                shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-            except PermissionError:
-                pass
-
-
 def file_record(root, relpath):
     """Size and SHA-256 of a file, or of every file under a folder."""
     path = os.path.join(root, relpath)
-    files = [path] if os.path.isfile(path) else sorted(
+    paths = [path] if os.path.isfile(path) else sorted(
         os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
     total, digest, per_file = 0, hashlib.sha256(), {}
-    for f in files:
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        rel = os.path.relpath(f, root)
+    for f in paths:
+        rel, sha = os.path.relpath(f, root), files.sha256(f)
         size = os.path.getsize(f)
-        per_file[rel] = {"bytes": size, "sha256": h.hexdigest()}
-        digest.update(f"{rel}\0{h.hexdigest()}\n".encode())
+        per_file[rel] = {"bytes": size, "sha256": sha}
+        digest.update(f"{rel}\0{sha}\n".encode())
         total += size
     if os.path.isfile(path):
         return {"bytes": total, "sha256": per_file[relpath]["sha256"]}
-    record = {"bytes": total, "sha256": digest.hexdigest(), "files": per_file}
-    record["sha256_of"] = "sorted '<path>\\0<sha256>\\n' lines of the files"
-    return record
+    return {"bytes": total, "sha256": digest.hexdigest(), "files": per_file,
+            "sha256_of": "sorted '<path>\\0<sha256>\\n' lines of the files"}
 
 
 def versions():
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
+    import keras
     import tensorflow as tf
 
     import keras_preact
@@ -477,28 +462,40 @@ def versions():
     out = {"keras_preact": keras_preact.__version__, "keras": keras.__version__,
            "tensorflow": tf.__version__, "numpy": np.__version__,
            "python": platform.python_version()}
-    for module in ("ai_edge_litert", "onnx", "onnxruntime", "tf2onnx"):
-        try:
-            from importlib.metadata import version
-
-            out[module] = version(module.replace("_", "-"))
-        except Exception:  # noqa: BLE001 - optional packages
-            pass
+    for module in ("ai-edge-litert", "onnx", "onnxruntime", "tf2onnx"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[module.replace("-", "_")] = version(module)
     return out
 
 
-def _check_optional(formats):
+def check_target(out, overwrite=False):
+    """Raise ``RefusedError`` unless ``out`` may receive an export (absent, empty, or an
+    export to replace with ``overwrite``)."""
+    files.check_replaceable(os.path.abspath(os.fspath(out)), overwrite, files.is_export,
+                            "export folder")
+
+
+def check_formats(formats, quantize, tflite_batch=1, representative_samples=1,
+                  verify_samples=1):
+    """Validated ``(formats, quantize)``; the runtimes each format needs are installed."""
+    formats = tuple(dict.fromkeys(check_choice("format", f, FORMATS) for f in formats))
+    quantize = tuple(dict.fromkeys(check_choice("quantize", q, QUANTIZATIONS) for q in quantize))
+    if not formats:
+        raise ValueError(f"Choose at least one format from {', '.join(FORMATS)}.")
+    if "tflite" not in formats and quantize != ("none",):
+        raise ValueError("--quantize applies to LiteRT: add tflite to --formats.")
+    if tflite_batch is not None:
+        check_int("tflite_batch", tflite_batch, minimum=1)
+    check_int("representative_samples", representative_samples, minimum=1)
+    check_int("verify_samples", verify_samples, minimum=1)
     if "onnx" in formats:
-        missing = []
-        for module in ("tf2onnx", "onnx", "onnxruntime"):
-            try:
-                __import__(module)
-            except ImportError:
-                missing.append(module)
+        import importlib.util
+
+        missing = [m for m in ("tf2onnx", "onnx", "onnxruntime")
+                   if importlib.util.find_spec(m) is None]
         if missing:
-            raise ExportError(
-                f"ONNX export needs {', '.join(missing)}: pip install 'keras_preact[export]'."
-            )
+            raise ExportError(f"ONNX export needs {', '.join(missing)}: {EXPORT_EXTRA}.")
+    return formats, quantize
 
 
 def _spec(shape, dtype):
@@ -541,6 +538,22 @@ def _quiet():
         yield
 
 
+# -- the export ------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Plan:
+    """One artifact to write: where, through which converter, checked how."""
+
+    relpath: str
+    fmt: str  # the manifest's format (and the runtime that reads it)
+    precision: str  # float32, float16 or int8: the tolerance it is held to
+    quantization: str
+    graph: object  # the serving model to convert
+    keras_format: str  # model.export's format
+    input_spec: list
+    options: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
 def export_model(source, out, formats=("saved_model", "tflite"), quantize=("none",),
                  preprocessing_on=None, softmax=True, input_dtype="float32", tflite_batch=1,
                  representative_samples=200, verify_samples=200, verify=True, overwrite=False,
@@ -551,127 +564,122 @@ def export_model(source, out, formats=("saved_model", "tflite"), quantize=("none
     ``QUANTIZATIONS``); ``tflite_batch`` fixes the LiteRT batch (``None``:
     dynamic). Every artifact is loaded by its runtime and compared with the
     Keras model on ``verify_samples`` held-out images; a failure raises
-    :class:`VerificationError` and leaves nothing at ``out``.
+    :class:`VerificationError` and leaves nothing at ``out``. An existing ``out``
+    is replaced only with ``overwrite`` and only if it is an export.
     """
-    formats = tuple(dict.fromkeys(check_choice("format", f, FORMATS) for f in formats))
-    quantize = tuple(dict.fromkeys(check_choice("quantize", q, QUANTIZATIONS) for q in quantize))
-    if not formats:
-        raise ValueError(f"Choose at least one format from {', '.join(FORMATS)}.")
-    if "tflite" not in formats and quantize != ("none",):
-        raise ValueError("--quantize applies to LiteRT: add tflite to --formats.")
-    if tflite_batch is not None:
-        check_int("tflite_batch", tflite_batch, minimum=1)
-    check_int("representative_samples", representative_samples, minimum=1)
-    check_int("verify_samples", verify_samples, minimum=1)
-    _check_optional(formats)
+    import keras
+
+    formats, quantize = check_formats(formats, quantize, tflite_batch, representative_samples,
+                                      verify_samples)
     if keras.backend.backend() != "tensorflow":
         raise ExportError(
             "Exporting needs the TensorFlow backend (SavedModel, LiteRT and tf2onnx are "
             f"TensorFlow tools); this process runs {keras.backend.backend()!r}. Unset "
             "KERAS_BACKEND or set it to tensorflow."
         )
+    out = os.path.abspath(os.fspath(out))
+    check_target(out, overwrite)
     serving = build_serving(source, preprocessing_on, softmax, input_dtype)
-    raw_pixels = _has_layer(serving, "normalize")
-    shape = source.input_shape
-
-    # Held-out images, and what the Keras model says about them.
-    checks, samples, reference = {}, None, None
+    raw_pixels = any(layer.name == "normalize" for layer in serving.layers)
+    samples = reference = None
+    checks = {}
     if verify:
         samples = sample_images(source, "test", verify_samples, seed=seed, raw=raw_pixels)
         reference = predict(serving, samples)
-    if verify and raw_pixels:
-        # The graph's own preprocessing against the network fed normalised inputs,
-        # as in training (the loaded model, at its own precision).
-        direct = keras.ops.convert_to_numpy(source.model.predict(
-            sample_images(source, "test", verify_samples, seed=seed, raw=False), verbose=0,
-            batch_size=64)).astype("float32")
-        if not _has_logits(source.model):
-            reference_cmp = keras.ops.convert_to_numpy(keras.ops.softmax(reference[LOGITS]))
-        else:
-            reference_cmp = reference[LOGITS]
-        checks["preprocessing"] = {
-            "samples": int(len(direct)),
-            "max_abs_diff": float(np.max(np.abs(direct - reference_cmp))),
-            "top1_agreement": float(np.mean(direct.argmax(-1) == reference_cmp.argmax(-1))),
-        }
-
-    artifacts = []
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        def record(relpath, fmt, precision, quantization, runner, extra=None):
-            entry = {"path": relpath, "format": fmt, "quantization": quantization,
-                     **file_record(tmp, relpath), **(extra or {})}
-            if verify:
-                with _quiet():
-                    got = runner(os.path.join(tmp, relpath), samples)
-                entry["verification"] = compare(reference, got, precision)
-                entry["verification"]["consumer"] = runner.__doc__ or runner.__name__
-                if not entry["verification"]["passed"]:
-                    raise VerificationError(
-                        f"{relpath} ({fmt}, {quantization}) does not reproduce the Keras model: "
-                        f"{json.dumps(entry['verification'])}. Nothing was written to {out!r}."
-                    )
-            else:
-                entry["verification"] = "skipped"
-            log(f"  {relpath}: {entry['bytes'] / 1e6:.2f} MB"
-                + (f", {_summary(entry['verification'])}" if verify else ""))
-            artifacts.append(entry)
-
-        if "saved_model" in formats:
-            with _quiet():
-                serving.export(os.path.join(tmp, "saved_model"), format="tf_saved_model",
-                               input_signature=_spec((None,) + shape, input_dtype), verbose=False)
-            record("saved_model", "tf_saved_model", "float32", "none", _saved_model_consumer,
-                   {"signature": SIGNATURE, "batch": None})
-        if "tflite" in formats:
-            representative = None
-            if "int8" in quantize:
-                representative = sample_images(source, "train", representative_samples,
-                                               seed=seed + 1, raw=raw_pixels)
-            for q in quantize:
-                relpath = TFLITE_FILES[q]
-                graph = serving
-                if q == "int8" and input_dtype != "float32":
-                    # The converter quantises a float input itself (inference_input_type).
-                    graph = build_serving(source, preprocessing_on, softmax, "float32")
-                with _quiet():
-                    graph.export(
-                        os.path.join(tmp, relpath), format="litert", verbose=False,
-                        input_signature=_spec((tflite_batch,) + shape,
-                                              "float32" if q == "int8" else input_dtype),
-                        **_tflite_options(q, representative, raw_pixels, tflite_batch))
-                extra = {"signature": SIGNATURE, "batch": tflite_batch,
-                         "input": _tflite_input(os.path.join(tmp, relpath))}
-                if q == "int8":
-                    extra["representative_samples"] = int(len(representative))
-                precision = {"none": "float32", "float16": "float16"}.get(q, "int8")
-                record(relpath, "litert", precision, q, _tflite_consumer, extra)
-        if "onnx" in formats:
-            with _quiet():
-                serving.export(os.path.join(tmp, "model.onnx"), format="onnx", verbose=False,
-                               input_signature=_spec((None,) + shape, input_dtype))
-            record("model.onnx", "onnx", "float32", "none", _onnx_consumer, {"batch": None})
-
-        manifest = _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts,
-                             checks, verify_samples if verify else 0)
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
+        if raw_pixels:
+            checks["preprocessing"] = _check_preprocessing(source, reference, verify_samples,
+                                                           seed)
+    plans = _plan(source, serving, formats, quantize, preprocessing_on, softmax, input_dtype,
+                  tflite_batch, representative_samples, raw_pixels, seed)
+    parent, base = os.path.split(out)
+    files.ensure_directory(parent, "the folder of --out")
+    with files.Lock(os.path.join(parent, f".{base}.lock"), f"export target {out!r}"):
+        with files.atomic_directory(out, overwrite, files.is_export, "export folder") as tmp:
+            artifacts = [_write_artifact(p, tmp, samples, reference, out, log) for p in plans]
+            manifest = _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts,
+                                 checks, verify_samples if verify else 0)
+            files.write_json(os.path.join(tmp, MANIFEST), manifest)
     return manifest
 
 
-def _saved_model_consumer(path, images):
-    """tf.saved_model.load"""
-    return run_saved_model(path, images)
+def _check_preprocessing(source, reference, n, seed):
+    """The graph's own preprocessing against the network fed normalised inputs, as in
+    training (the loaded model, at its own precision)."""
+    import keras
+
+    direct = keras.ops.convert_to_numpy(source.model.predict(
+        sample_images(source, "test", n, seed=seed, raw=False), verbose=0,
+        batch_size=64)).astype("float32")
+    logits = reference[LOGITS]
+    layer = source.model.layers[-1]
+    activation = getattr(layer, "activation", None)
+    if activation is not None and getattr(activation, "__name__", "") != "linear":
+        logits = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    return {"samples": int(len(direct)),
+            "max_abs_diff": float(np.max(np.abs(direct - logits))),
+            "top1_agreement": float(np.mean(direct.argmax(-1) == logits.argmax(-1)))}
 
 
-def _tflite_consumer(path, images):
-    """LiteRT interpreter (ai-edge-litert, else tf.lite.Interpreter)"""
-    return run_tflite(path, images)
+def _plan(source, serving, formats, quantize, preprocessing_on, softmax, input_dtype,
+          tflite_batch, representative_samples, raw_pixels, seed):
+    shape = source.input_shape
+    plans = []
+    if "saved_model" in formats:
+        plans.append(_Plan("saved_model", "tf_saved_model", "float32", "none", serving,
+                           "tf_saved_model", _spec((None,) + shape, input_dtype),
+                           extra={"signature": SIGNATURE, "batch": None}))
+    if "tflite" in formats:
+        representative = None
+        if "int8" in quantize:
+            representative = sample_images(source, "train", representative_samples,
+                                           seed=seed + 1, raw=raw_pixels)
+        for q in quantize:
+            graph = serving
+            if q == "int8" and input_dtype != "float32":
+                # The converter quantises a float input itself (inference_input_type).
+                graph = build_serving(source, preprocessing_on, softmax, "float32")
+            extra = {"signature": SIGNATURE, "batch": tflite_batch}
+            if q == "int8":
+                extra["representative_samples"] = int(len(representative))
+            plans.append(_Plan(
+                TFLITE_FILES[q], "litert", {"none": "float32", "float16": "float16"}.get(q, "int8"),
+                q, graph, "litert",
+                _spec((tflite_batch,) + shape, "float32" if q == "int8" else input_dtype),
+                options=_tflite_options(q, representative, raw_pixels, tflite_batch),
+                extra=extra))
+    if "onnx" in formats:
+        plans.append(_Plan("model.onnx", "onnx", "float32", "none", serving, "onnx",
+                           _spec((None,) + shape, input_dtype), extra={"batch": None}))
+    return plans
 
 
-def _onnx_consumer(path, images):
-    """onnxruntime (CPUExecutionProvider)"""
-    return run_onnx(path, images)
+def _write_artifact(plan, tmp, samples, reference, out, log):
+    """Convert, verify through its runtime and describe one artifact; return its entry."""
+    path = os.path.join(tmp, plan.relpath)
+    with _quiet():
+        plan.graph.export(path, format=plan.keras_format, verbose=False,
+                          input_signature=plan.input_spec, **plan.options)
+    files.fault_point("export.artifact")
+    entry = {"path": plan.relpath, "format": plan.fmt, "quantization": plan.quantization,
+             **file_record(tmp, plan.relpath), **plan.extra}
+    if plan.fmt == "litert":
+        entry["input"] = _tflite_input(path)
+    if samples is None:
+        entry["verification"] = "skipped"
+    else:
+        runtime = open_runtime(path, plan.fmt)
+        with _quiet():
+            got = runtime(samples)
+        figures = compare(reference, got, plan.precision)
+        figures["consumer"] = type(runtime).__doc__
+        entry["verification"] = figures
+        if not figures["passed"]:
+            raise VerificationError(
+                f"{plan.relpath} ({plan.fmt}, {plan.quantization}) does not reproduce the Keras "
+                f"model: {figures}. Nothing was written to {out!r}.")
+    log(f"  {plan.relpath}: {entry['bytes'] / 1e6:.2f} MB"
+        + (f", {_summary(entry['verification'])}" if samples is not None else ""))
+    return entry
 
 
 def _summary(v):
@@ -680,19 +688,8 @@ def _summary(v):
     return f"max |logit diff| {v['max_abs_diff_logits']:.2e} (<= {v['tolerance']:.0e})"
 
 
-def _has_layer(model, name):
-    return any(layer.name == name for layer in model.layers)
-
-
-def _has_logits(model):
-    layer = model.layers[-1]
-    activation = getattr(layer, "activation", None)
-    return activation is None or getattr(activation, "__name__", "") == "linear"
-
-
 def _tflite_input(path):
-    detail = litert_interpreter(path).get_signature_runner(SIGNATURE) \
-        .get_input_details()[INPUT_NAME]
+    detail = _LiteRT(path).detail
     scale, zero_point = detail["quantization"]
     return {"name": INPUT_NAME, "shape": [int(d) for d in detail["shape_signature"]],
             "dtype": np.dtype(detail["dtype"]).name,
@@ -709,7 +706,7 @@ def _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts, chec
         "source": source.origin,
         "trained": source.trained,
         "arch": source.arch,
-        "builder": spec.builder.__name__ if spec else None,
+        "builder": spec.builder_name if spec else None,
         **described,
         "dataset": source.dataset,
         "classes": source.classes,
@@ -728,6 +725,7 @@ def _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts, chec
             "mean": list(source.normalisation[0]) if source.normalisation else None,
             "std": list(source.normalisation[1]) if source.normalisation else None,
         },
+        "notes": list(source.notes),
         "softmax": softmax,
         "verification": {
             "samples": samples,

@@ -1,7 +1,7 @@
 """Network builders: the CIFAR and ImageNet residual networks of the paper.
 
-Depths are data: ``CIFAR_UNITS_PER_STAGE`` (6n+2 basic, 9n+2 bottleneck) and
-``IMAGENET_STAGES`` hold the configurations, two family builders turn a
+Depths are data: ``keras_preact.catalog`` holds the configurations
+(``CIFAR_UNITS_PER_STAGE``: 6n+2 basic, 9n+2 bottleneck; ``IMAGENET_STAGES``), two family builders turn a
 configuration into a ``keras.Model``, and the named builders
 (``PreActResNet164`` ...) only bind one. Every builder takes the
 keras.applications arguments (``include_top, weights, input_tensor,
@@ -27,31 +27,34 @@ Layouts (the paper's appendix and the authors' code):
   conv-BN-ReLU stem and no extra activation at the end.
 """
 
+import inspect
 import os
+import re
+import warnings
+import zipfile
 
 import keras
 from keras import layers
 
 from keras_preact._validation import check_choice, check_int
+from keras_preact.catalog import (  # noqa: F401 - the depth tables are public here too
+    BN_EPSILON,
+    BN_MOMENTUM,
+    CIFAR_STRIDES,
+    CIFAR_UNITS_PER_STAGE,
+    CIFAR_WIDTHS,
+    EXPANSION,
+    FORMS,
+    IMAGENET_STAGES,
+    IMAGENET_STRIDES,
+    IMAGENET_WIDTHS,
+    STEMS,
+    cifar_stage_units,
+    imagenet_stages,
+)
 from keras_preact.shortcuts import he_normal_fan_out
-from keras_preact.units import EXPANSION, FORMS, PLACEMENTS, STRIDE_ON, check_sync_bn
+from keras_preact.units import PLACEMENTS, ResidualUnit, check_sync_bn
 
-CIFAR_WIDTHS = (16, 32, 64)
-CIFAR_STRIDES = (1, 2, 2)
-# Residual units per stage for each form: depth = k * n + 2, k = layers per unit * 3.
-CIFAR_UNITS_PER_STAGE = {"basic": 6, "bottleneck": 9}
-
-IMAGENET_WIDTHS = (64, 128, 256, 512)
-IMAGENET_STRIDES = (1, 2, 2, 2)
-IMAGENET_STAGES = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-    200: ("bottleneck", (3, 24, 36, 3)),
-}
-STEMS = ("imagenet", "cifar")
 POOLINGS = (None, "avg", "max")
 
 # Defaults of each family: input shape, classes, which conv carries the stride.
@@ -60,29 +63,96 @@ FAMILY_DEFAULTS = {
     "imagenet": dict(input_shape=(224, 224, 3), classes=1000, stride_on="3x3"),
     "imagenet_cifar_stem": dict(input_shape=(32, 32, 3), classes=10, stride_on="3x3"),
 }
+# The residual units' own options, as ResidualUnit's signature names them; the
+# builder sets filters, strides and form itself and shares the BN and
+# regulariser settings with its stem and head.
+_SHARED = ("bn_momentum", "bn_epsilon", "sync_bn", "kernel_regularizer")
+UNIT_OPTIONS = tuple(
+    p for p in inspect.signature(ResidualUnit.__init__).parameters
+    if p not in ("self", "filters", "strides", "form", "preact", "kwargs") + _SHARED
+)
 
 
-def cifar_stage_units(depth, form="bottleneck"):
-    """Units per stage of a CIFAR net: ``(n, n, n)`` for depth 6n+2 / 9n+2."""
-    form = check_choice("residual form", form, FORMS)
-    k = CIFAR_UNITS_PER_STAGE[form]
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < k + 2 or (depth - 2) % k:
-        examples = ", ".join(str(k * n + 2) for n in (1, 2, 3, 18, 111 if k == 9 else 200))
+# -- loading saved models and weights ---------------------------------------------
+def load_keras_file(path):
+    """Load a ``.keras`` file with ``safe_mode=True`` (and no optimizer).
+
+    Every way it can fail is a ``ValueError`` that says what is wrong with the
+    file: missing, damaged, or refused because loading it would run code.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"No such .keras file: {path!r}.")
+    if not zipfile.is_zipfile(path):
         raise ValueError(
-            f"A CIFAR {form} ResNet has depth {k}n+2 with n >= 1 "
-            f"(e.g. {examples}), got {depth!r}."
-        )
-    return ((depth - 2) // k,) * 3
-
-
-def imagenet_stages(depth):
-    """``(form, units per stage)`` of an ImageNet net of the given depth."""
-    if depth not in IMAGENET_STAGES:
+            f"{path!r} is not a readable .keras file: it is damaged or truncated, or not "
+            "a Keras model at all (a .keras file is a zip archive). Save the model again.")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as e:
+        if "safe_mode" in str(e) or "unsafe" in str(e).lower():
+            raise ValueError(
+                f"Refusing to load {path!r}: loading it would run code it carries (a Lambda "
+                "layer or other Python code), and keras_preact loads models only with "
+                "safe_mode=True. Rebuild the model without Lambda layers.") from None
+        raise ValueError(f"{path!r} could not be loaded: {_first_line(e)}") from None
+    except (TypeError, KeyError, OSError, zipfile.BadZipFile) as e:
         raise ValueError(
-            f"Unknown ImageNet ResNet depth {depth!r}. Valid depths: "
-            f"{', '.join(map(str, IMAGENET_STAGES))}."
-        )
-    return IMAGENET_STAGES[depth]
+            f"{path!r} could not be loaded ({type(e).__name__}: {_first_line(e)}). A model "
+            "with custom layers needs their code imported first; a damaged file must be "
+            "saved again.") from None
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def load_weights(model, path):
+    """Load the weights of a ``.keras`` or ``.weights.h5`` file into ``model``.
+
+    A ``.keras`` file is loaded as a model and its variables are matched by path
+    (``stage1_unit1/conv1/kernel``), so a mismatch names the layers and shapes that
+    differ. (Keras' ``model.load_weights`` matches by position: a ResNet-20 file
+    loaded into a ResNet-32 is reported as a shape mismatch of
+    ``stage1_unit4/conv1/kernel``, and a different ``classes`` as a warning about
+    ``_operations_by_depth``.) A ``.weights.h5`` file has no names, so it goes to
+    ``model.load_weights`` and a failure is reported in one line.
+    """
+    if path.endswith(".keras"):
+        source = load_keras_file(path)
+        theirs = {w.path: w for w in source.weights}
+        ours = {w.path: w for w in model.weights}
+        differ = [f"{p}: {tuple(theirs[p].shape)} in the file, {tuple(w.shape)} in the model"
+                  for p, w in ours.items() if p in theirs and theirs[p].shape != w.shape]
+        missing = [p for p in ours if p not in theirs]
+        extra = [p for p in theirs if p not in ours]
+        if differ or missing or extra:
+            parts = ([f"shapes differ ({'; '.join(differ[:3])}"
+                      + (f"; {len(differ) - 3} more" if len(differ) > 3 else "") + ")"]
+                     if differ else [])
+            parts += [f"{len(missing)} weights not in the file (e.g. {missing[0]})"] if missing else []
+            parts += [f"{len(extra)} weights not in the model (e.g. {extra[0]})"] if extra else []
+            raise ValueError(
+                f"The weights in {path!r} (model {source.name!r}) do not fit {model.name!r}: "
+                f"{', '.join(parts)}. Build the same architecture (arch, placement, shortcut, "
+                "projection, classes) as the file.")
+        for p, w in ours.items():
+            w.assign(theirs[p].value)
+        return model
+    try:
+        with warnings.catch_warnings():  # Keras' aside on a mismatch; the error below says it
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            model.load_weights(path)
+    except ValueError as e:
+        found = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
+                          r".*?path=([^,\s]+)", str(e), re.S)
+        detail = (f"the first mismatch is {found.group(3)}: {found.group(2)} in the file, "
+                  f"{found.group(1)} in the model" if found else _first_line(e))
+        raise ValueError(
+            f"The weights in {path!r} do not fit {model.name!r} ({detail}; .weights.h5 files "
+            "are matched by position). Build the same architecture (arch, placement, "
+            "shortcut, projection, classes) as the file.") from None
+    return model
 
 
 # -- argument checks ---------------------------------------------------------
@@ -102,29 +172,6 @@ def _check_weights(weights):
     return path
 
 
-def _load_weights(model, path):
-    if path.endswith(".keras"):
-        source = keras.saving.load_model(path, compile=False, safe_mode=True)
-        src, dst = source.get_weights(), model.weights
-        mismatch = len(src) != len(dst) or any(
-            tuple(a.shape) != tuple(b.shape) for a, b in zip(src, dst)
-        )
-        if mismatch:
-            raise ValueError(
-                f"The weights in {path!r} (model {source.name!r}, {len(src)} arrays) "
-                f"do not fit {model.name!r} ({len(dst)} arrays): build the same "
-                "architecture (arch, placement, shortcut, classes) as the file."
-            )
-        model.set_weights(src)
-    else:
-        try:
-            model.load_weights(path)
-        except ValueError as e:
-            raise ValueError(
-                f"The weights in {path!r} do not fit {model.name!r}: {e}"
-            ) from e
-
-
 def _check_input_shape(input_shape, min_size):
     try:
         shape = tuple(None if d is None else int(d) for d in input_shape)
@@ -135,6 +182,12 @@ def _check_input_shape(input_shape, min_size):
             f"`input_shape` must be (height, width, channels) with known channels, "
             f"got {input_shape!r}."
         )
+    h, w, c = shape
+    if h in (1, 3, 4) and c not in (1, 3, 4) and (w is None or w > 4):
+        raise ValueError(
+            f"`input_shape` {input_shape!r} looks channels-first; keras_preact's inputs are "
+            f"channels-last (height, width, channels): use {(w, c, h)!r}."
+        )
     for d in shape[:2]:
         if d is not None and d < min_size:
             raise ValueError(
@@ -142,6 +195,16 @@ def _check_input_shape(input_shape, min_size):
                 f"{min_size}, so height and width must each be at least {min_size}."
             )
     return shape
+
+
+def _check_unit_options(unit_options):
+    unknown = sorted(set(unit_options) - set(UNIT_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {unknown}. The builders take the keras.applications "
+            "arguments, placement, bn_momentum, bn_epsilon, sync_bn, kernel_regularizer and "
+            f"the residual units' options: {', '.join(UNIT_OPTIONS)}."
+        )
 
 
 # -- the generic builder -----------------------------------------------------
@@ -161,14 +224,11 @@ def build_resnet(
     classifier_activation="softmax",
     name="resnet",
     placement="full_preact",
-    shortcut="identity",
-    projection="B",
-    stride_on="first",
-    bn_momentum=0.9,
-    bn_epsilon=1e-5,
+    bn_momentum=BN_MOMENTUM,
+    bn_epsilon=BN_EPSILON,
     sync_bn=False,
-    zero_init_residual=False,
     kernel_regularizer=None,
+    **unit_options,
 ):
     """Build a residual network from a stage table. The named builders call this.
 
@@ -178,24 +238,61 @@ def build_resnet(
         strides: stride of the first unit of each stage.
         form: ``"basic"`` or ``"bottleneck"``.
         stem: ``"cifar"`` (3x3/1 conv) or ``"imagenet"`` (7x7/2 conv, max-pool).
-        (the rest): see the module docstring and ``ResidualUnit``.
+        include_top ... name: the keras.applications arguments.
+        placement: the residual unit of Fig. 4 (``keras_preact.units.PLACEMENTS``).
+        bn_momentum, bn_epsilon, sync_bn, kernel_regularizer: for every BN and
+            convolution of the network (stem and head included).
+        **unit_options: the residual units' own options (``shortcut``,
+            ``projection``, ``stride_on``, ``zero_init_residual``, ...; see
+            ``keras_preact.units.ResidualUnit``).
     """
     form = check_choice("residual form", form, FORMS)
     stem = check_choice("stem", stem, STEMS)
     unit_cls = PLACEMENTS[check_choice("placement", placement, PLACEMENTS)]
-    check_choice("stride_on", stride_on, STRIDE_ON)
+    _check_unit_options(unit_options)
+    _check_top(include_top, pooling, classes, classifier_activation)
+    weights = _check_weights(weights)
+    sync_bn = check_sync_bn(sync_bn)
+    shared = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, sync_bn=sync_bn,
+                  kernel_regularizer=kernel_regularizer)
+    preact_net = bool(unit_cls.preactivation)
+
+    inputs = _inputs(input_tensor, input_shape, (4 if stem == "imagenet" else 1)
+                     * _product(strides))
+    x, first_preact = _stem(inputs, stem, widths[0], preact_net, **shared)
+    x = _stages(x, unit_cls, stage_units, widths, strides, form, first_preact,
+                **shared, **unit_options)
+    if preact_net:  # the extra BN-ReLU after the last addition
+        x = layers.BatchNormalization(name="post_bn", **_bn_kw(**shared))(x)
+        x = layers.ReLU(name="post_relu")(x)
+    x = _head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer)
+
+    if input_tensor is not None:
+        inputs = keras.utils.get_source_inputs(input_tensor)
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def _product(values):
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _check_top(include_top, pooling, classes, classifier_activation):
     if pooling not in POOLINGS:
         raise ValueError(f"Unknown pooling {pooling!r}. Valid choices: None, 'avg', 'max'.")
     if include_top:
-        classes = check_int("classes", classes, minimum=1)
+        check_int("classes", classes, minimum=1)
         if pooling is not None:
             raise ValueError(
                 f"pooling={pooling!r} conflicts with include_top=True (the top "
                 "already pools by global average). Use pooling=None with the "
                 "top, or include_top=False with pooling='avg' or 'max'."
             )
-    weights = _check_weights(weights)
-    sync_bn = check_sync_bn(sync_bn)
     try:
         keras.activations.get(classifier_activation)
     except ValueError:
@@ -203,85 +300,67 @@ def build_resnet(
             f"Unknown classifier_activation {classifier_activation!r}: use None (logits), "
             "'softmax' (the default) or another keras.activations name."
         ) from None
-    preact_net = bool(unit_cls.preactivation)
 
-    total_stride = (4 if stem == "imagenet" else 1)
-    for s in strides:
-        total_stride *= s
-    if input_tensor is not None:
-        if not keras.backend.is_keras_tensor(input_tensor):
-            raise ValueError(
-                "`input_tensor` must be a symbolic Keras tensor (from keras.Input "
-                f"or another layer), got {type(input_tensor).__name__}."
-            )
-        inputs = input_tensor
-        _check_input_shape(input_tensor.shape[1:], total_stride)
-    else:
-        input_shape = _check_input_shape(input_shape, total_stride)
-        inputs = keras.Input(shape=input_shape, name="image")
 
-    conv_kw = dict(
-        use_bias=False,
-        kernel_initializer=he_normal_fan_out(),
-        kernel_regularizer=kernel_regularizer,
-    )
-    bn_kw = dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
+def _inputs(input_tensor, input_shape, total_stride):
+    if input_tensor is None:
+        return keras.Input(shape=_check_input_shape(input_shape, total_stride), name="image")
+    if not keras.backend.is_keras_tensor(input_tensor):
+        raise ValueError(
+            "`input_tensor` must be a symbolic Keras tensor (from keras.Input "
+            f"or another layer), got {type(input_tensor).__name__}."
+        )
+    _check_input_shape(input_tensor.shape[1:], total_stride)
+    return input_tensor
 
-    # Stem.
-    x = inputs
+
+def _bn_kw(bn_momentum, bn_epsilon, sync_bn, **_):
+    return dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
+
+
+def _conv_kw(kernel_regularizer, **_):
+    return dict(use_bias=False, kernel_initializer=he_normal_fan_out(),
+                kernel_regularizer=kernel_regularizer)
+
+
+def _stem(x, stem, width, preact_net, **shared):
+    """The stem, and how the first unit is pre-activated after it."""
     if stem == "imagenet":
         x = layers.ZeroPadding2D(3, name="stem_pad")(x)
-        x = layers.Conv2D(widths[0], 7, strides=2, name="stem_conv", **conv_kw)(x)
-        x = layers.BatchNormalization(name="stem_bn", **bn_kw)(x)
+        x = layers.Conv2D(width, 7, strides=2, name="stem_conv", **_conv_kw(**shared))(x)
+        x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
         x = layers.ReLU(name="stem_relu")(x)
         x = layers.ZeroPadding2D(1, name="pool_pad")(x)
-        x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
-        first_preact = "none"
-    else:
-        x = layers.Conv2D(widths[0], 3, padding="same", name="stem_conv", **conv_kw)(x)
-        if not preact_net:
-            x = layers.BatchNormalization(name="stem_bn", **bn_kw)(x)
-            x = layers.ReLU(name="stem_relu")(x)
-        first_preact = "shared"
+        return layers.MaxPooling2D(3, strides=2, name="stem_pool")(x), "none"
+    x = layers.Conv2D(width, 3, padding="same", name="stem_conv", **_conv_kw(**shared))(x)
+    if not preact_net:
+        x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
+        x = layers.ReLU(name="stem_relu")(x)
+    return x, "shared"
 
-    # Residual stages.
-    unit_kw = dict(
-        form=form, stride_on=stride_on, shortcut=shortcut, projection=projection,
-        bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, sync_bn=sync_bn,
-        zero_init_residual=zero_init_residual,
-        kernel_regularizer=kernel_regularizer,
-    )
+
+def _stages(x, unit_cls, stage_units, widths, strides, form, first_preact, **unit_kw):
+    """The residual stages; the first unit of a pre-activation net follows the stem."""
     for s, (units, width, stride) in enumerate(zip(stage_units, widths, strides), start=1):
         for u in range(1, units + 1):
             extra = {}
-            if preact_net and s == 1 and u == 1:
+            if unit_cls.preactivation and s == 1 and u == 1:
                 extra["preact"] = first_preact
-            x = unit_cls(
-                width, strides=stride if u == 1 else 1, name=f"stage{s}_unit{u}",
-                **unit_kw, **extra,
-            )(x)
+            x = unit_cls(width, form=form, strides=stride if u == 1 else 1,
+                         name=f"stage{s}_unit{u}", **unit_kw, **extra)(x)
+    return x
 
-    if preact_net:
-        x = layers.BatchNormalization(name="post_bn", **bn_kw)(x)
-        x = layers.ReLU(name="post_relu")(x)
 
+def _head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer):
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = layers.Dense(
-            classes, activation=classifier_activation, name="predictions",
-            kernel_regularizer=kernel_regularizer,
-        )(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    if input_tensor is not None:
-        inputs = keras.utils.get_source_inputs(input_tensor)
-    model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        _load_weights(model, weights)
-    return model
+        return layers.Dense(classes, activation=classifier_activation, name="predictions",
+                            kernel_regularizer=kernel_regularizer)(x)
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
 
 
 def _default_name(depth, placement, suffix=""):
@@ -353,10 +432,10 @@ def _named_builder(family, depth, form=None):
     builder.__doc__ = (
         f"Pre-activation ResNet-{depth}: the {what}.\n\n"
         "Takes the keras.applications arguments (include_top, weights, input_tensor,\n"
-        "input_shape, pooling, classes, classifier_activation, name) and the paper's\n"
-        "options: placement (default 'full_preact'), shortcut (default 'identity'),\n"
-        "projection, stride_on, bn_momentum, bn_epsilon, sync_bn, zero_init_residual,\n"
-        "kernel_regularizer (and stem for the ImageNet family).\n"
+        "input_shape, pooling, classes, classifier_activation, name), placement\n"
+        "(default 'full_preact'), shortcut (default 'identity') and the other options of\n"
+        "keras_preact.build_resnet and keras_preact.units.ResidualUnit"
+        + (" (and stem)" if family != "cifar" else "") + ".\n"
     )
     return builder
 

@@ -2,14 +2,18 @@
 (dashed) and test error (solid) against iterations, one colour per run."""
 
 import csv
-import json
 import os
+
+from keras_preact import files
+from keras_preact.catalog import format_shortcut
+
+# The paper's figures show test error from 0 to 20%; the axis widens for runs above it.
+ERROR_AXIS_TOP = 20.0
 
 
 def read_run(run_dir):
-    """(label, iterations, train loss, test error %) of a run directory."""
-    with open(os.path.join(run_dir, "config.json")) as f:
-        config = json.load(f)
+    """(config.json, iterations, train loss, test error %) of a run directory."""
+    config = files.read_json(os.path.join(run_dir, "config.json"))
     steps = config["steps_per_epoch"]
     its, loss, err = [], [], []
     with open(os.path.join(run_dir, "log.csv")) as f:
@@ -17,36 +21,67 @@ def read_run(run_dir):
             its.append((int(row["epoch"]) + 1) * steps)
             loss.append(float(row["loss"]))
             err.append(100.0 * (1.0 - float(row["val_accuracy"])) if row.get("val_accuracy") else float("nan"))
-    resolved = config["resolved"]
-    label = f"{resolved['arch']} {resolved['placement']}"
-    if resolved["shortcut"] != "identity":
-        label += f" {resolved['shortcut']}"
-    return label, its, loss, err
+    return config, its, loss, err
 
 
-def plot_runs(run_dirs, out_path):
-    """Write a PNG of training loss and test error of the runs; return its path."""
+def run_labels(run_dirs, configs):
+    """A label per run: arch and placement (and shortcut), then what tells apart the
+    runs that would otherwise share a label: the settings that differ, else the folder."""
+    labels = []
+    for c in configs:
+        r = c["resolved"]
+        label = f"{r['arch']} {r['placement']}"
+        shortcut = format_shortcut(r["shortcut"])
+        labels.append(label + (f" {shortcut}" if shortcut != "identity" else ""))
+    for label in set(labels):
+        same = [i for i, lab in enumerate(labels) if lab == label]
+        if len(same) < 2:
+            continue
+        ids = [configs[i]["identity"] for i in same]
+        keys = sorted(k for k in set().union(*ids) if len({repr(d.get(k)) for d in ids}) > 1)
+        for i, d in zip(same, ids):
+            suffix = (", ".join(f"{k}={d.get(k)}" for k in keys) if keys
+                      else os.path.basename(os.path.normpath(run_dirs[i])))
+            labels[i] = f"{label} ({suffix})"
+    return labels
+
+
+def make_figure(run_dirs):
+    """The matplotlib figure of the runs (training loss, test error)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    runs = [read_run(d) for d in run_dirs]
+    labels = run_labels(run_dirs, [r[0] for r in runs])
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, run_dir in enumerate(run_dirs):
-        label, its, loss, err = read_run(run_dir)
+    top = ERROR_AXIS_TOP
+    for i, ((_, its, loss, err), label) in enumerate(zip(runs, labels)):
         colour = f"C{i}"
         ax_loss.plot(its, loss, "--", color=colour, label=label)
         ax_err.plot(its, err, "-", color=colour, label=label)
+        finite = [e for e in err if e == e]
+        if finite and finite[-1] > 0.8 * top:
+            top = min(100.0, 1.25 * finite[-1])
     ax_loss.set(xlabel="iterations", ylabel="training loss", title="Training loss")
-    ax_err.set(xlabel="iterations", ylabel="test error (%)", title="Test error")
+    ax_err.set(xlabel="iterations", ylabel="test error (%)", title="Test error",
+               ylim=(0.0, top))
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(out_path)}")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    os.replace(tmp, out_path)
+    return fig
+
+
+def plot_runs(run_dirs, out_path):
+    """Write a PNG of training loss and test error of the runs; return its path."""
+    fig = make_figure(run_dirs)
+    import matplotlib.pyplot as plt
+
+    try:
+        with files.atomic_path(out_path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return out_path

@@ -1,14 +1,13 @@
 """The training normalisation as a layer, so an exported model takes raw pixels.
 
-Training feeds ``(x - mean) / std`` per channel, with ``x`` on the 0-255 scale
-(``keras_preact.data``). :class:`Normalize` applies exactly that to raw uint8
-or float images; :func:`serving_model` puts it (and an optional softmax) around
-a trained network with named inputs and outputs. Only ``keras`` and
-``keras.ops``: the wrapped model runs on every backend and saves as ``.keras``.
+Training feeds ``(x - mean) / std`` per channel, with ``x`` on the 0-255 scale.
+:func:`normalization` is that arithmetic, once, as a Keras layer: the input
+pipelines (``keras_preact.data``, inside ``tf.data``), the serving models and the
+export checks all use it. :func:`serving_model` puts it
+(and an optional softmax) around a trained network with named inputs and
+outputs. Only ``keras`` (imported when used): the wrapped model runs on every
+backend and saves as ``.keras``.
 """
-
-import keras
-from keras import ops
 
 from keras_preact._validation import check_choice
 
@@ -18,67 +17,54 @@ PROBABILITIES = "probabilities"
 INPUT_DTYPES = ("float32", "uint8")
 
 
-@keras.saving.register_keras_serializable(package="keras_preact")
-class Normalize(keras.layers.Layer):
-    """``(cast(x, float32) - mean) / std`` per channel; ``x`` raw pixels (0-255)."""
+def normalization(mean, std, name="normalize"):
+    """``(float32(x) - mean) / std`` per channel, for one image or a batch, any dtype.
 
-    def __init__(self, mean, std, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        if len(self.mean) != len(self.std) or not self.mean:
-            raise ValueError(
-                f"mean and std need one value per channel, got {len(self.mean)} and "
-                f"{len(self.std)}."
-            )
-        if min(self.std) <= 0:
-            raise ValueError(f"std must be positive, got {self.std}.")
+    Keras' ``Rescaling`` with ``scale = 1 / std`` and ``offset = -mean / std``: it
+    works inside ``tf.data`` on every backend and exports everywhere. (Keras'
+    ``Normalization`` would say it directly, but its mean and variance are eager
+    tensors captured by the traced graph, which tf2onnx 1.17 turns into required
+    ONNX inputs: "Required inputs (['.../normalize_1/Sub/y:0', ...]) are missing
+    from input feed", measured with Keras 3.15.) Kept float32 under a
+    mixed-precision policy.
+    """
+    mean = tuple(float(m) for m in mean)
+    std = tuple(float(s) for s in std)
+    if len(mean) != len(std) or not mean:
+        raise ValueError(f"mean and std need one value per channel, got {len(mean)} and "
+                         f"{len(std)}.")
+    if min(std) <= 0:
+        raise ValueError(f"std must be positive, got {std}.")
+    import keras
 
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is not None and channels != len(self.mean):
-            raise ValueError(
-                f"Normalize has statistics for {len(self.mean)} channels, the input has "
-                f"{channels}."
-            )
-        self.built = True
-
-    def call(self, images):
-        x = ops.cast(images, self.compute_dtype)
-        mean = ops.convert_to_tensor(self.mean, self.compute_dtype)
-        std = ops.convert_to_tensor(self.std, self.compute_dtype)
-        return (x - mean) / std
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def compute_output_spec(self, images):
-        return keras.KerasTensor(images.shape, dtype=self.compute_dtype)
-
-    def get_config(self):
-        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std)}
+    return keras.layers.Rescaling(scale=[1.0 / s for s in std],
+                                  offset=[-m / s for m, s in zip(mean, std)],
+                                  name=name, dtype="float32")
 
 
-def serving_model(model, normalisation=None, softmax=True, input_dtype="float32", name=None):
+def serving_model(model, normalisation=None, softmax=True, input_dtype="float32",
+                  input_shape=None, name=None):
     """Wrap ``model`` (logits out) for deployment.
 
     The result takes ``images`` (NHWC, raw pixels when ``normalisation`` is a
     ``(mean, std)`` pair, otherwise whatever ``model`` takes) and returns a dict
     ``{"logits": ..., "probabilities": ...}`` (``probabilities`` only with
     ``softmax``). ``model`` must output logits (``classifier_activation=None``).
+    ``input_shape`` fixes the image size of a model that takes any.
     """
+    import keras
+
     check_choice("input_dtype", input_dtype, INPUT_DTYPES)
     if normalisation is None and input_dtype != "float32":
         raise ValueError(
             "input_dtype='uint8' needs the preprocessing inside the model (raw pixels); "
             "without it the network takes normalised float32 inputs."
         )
-    inputs = keras.Input(model.input_shape[1:], dtype=input_dtype, name=INPUT_NAME)
+    inputs = keras.Input(input_shape or model.input_shape[1:], dtype=input_dtype, name=INPUT_NAME)
     x = inputs
     if normalisation is not None:
         mean, std = normalisation
-        x = Normalize(mean, std, name="normalize")(x)
+        x = normalization(mean, std)(x)
     logits = keras.layers.Identity(name=LOGITS, dtype="float32")(model(x))
     outputs = {LOGITS: logits}
     if softmax:

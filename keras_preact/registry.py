@@ -8,11 +8,15 @@ shortcut are separate options (defaults: ``full_preact`` and ``identity``)::
     >>> model = keras_preact.get_model("resnet164", classes=100)
     >>> keras_preact.model_info("resnet1001")["paper_error"]["cifar10"]["full_preact"]
     4.92
+
+The registry is plain data (no Keras import), so command lines can list and check
+arch names without loading a backend; ``spec.builder`` imports the builders.
 """
 
 import dataclasses
+import importlib
 
-from keras_preact import models
+from keras_preact import catalog
 from keras_preact._validation import check_choice
 
 # Test error (%) reported in He et al. 2016, by data set and unit placement.
@@ -45,7 +49,7 @@ class ModelSpec:
     """What an arch name stands for."""
 
     name: str
-    builder: object
+    builder_name: str  # in keras_preact.models
     family: str  # "cifar" or "imagenet"
     depth: int
     form: str  # "basic" or "bottleneck"
@@ -60,6 +64,10 @@ class ModelSpec:
     def paper_error(self):
         return PAPER_ERRORS.get(self.name, {})
 
+    @property
+    def builder(self):
+        return getattr(importlib.import_module("keras_preact.models"), self.builder_name)
+
     def build(self, **kwargs):
         if self.family == "imagenet" and self.stem == "cifar":
             kwargs.setdefault("stem", "cifar")
@@ -68,19 +76,19 @@ class ModelSpec:
 
 def _cifar(depth, form, params):
     return ModelSpec(
-        name=f"resnet{depth}", builder=getattr(models, f"PreActResNet{depth}"),
+        name=f"resnet{depth}", builder_name=f"PreActResNet{depth}",
         family="cifar", depth=depth, form=form,
-        stage_units=models.cifar_stage_units(depth, form), dataset="cifar10",
+        stage_units=catalog.cifar_stage_units(depth, form), dataset="cifar10",
         input_shape=(32, 32, 3), classes=10, params=params,
     )
 
 
 def _imagenet(depth, params, stem="imagenet"):
-    form, units = models.IMAGENET_STAGES[depth]
+    form, units = catalog.IMAGENET_STAGES[depth]
     cifar_stem = stem == "cifar"
     return ModelSpec(
         name=f"resnet{depth}" + ("_cifar" if cifar_stem else ""),
-        builder=getattr(models, f"PreActResNet{depth}"),
+        builder_name=f"PreActResNet{depth}",
         family="imagenet", depth=depth, form=form, stage_units=units,
         dataset="cifar10" if cifar_stem else "imagenet2012",
         input_shape=(32, 32, 3) if cifar_stem else (224, 224, 3),
@@ -132,7 +140,7 @@ def model_info(name):
     """Metadata of arch ``name`` as a plain dict."""
     spec = get_spec(name)
     info = dataclasses.asdict(spec)
-    info["builder"] = spec.builder.__name__
+    info["builder"] = info.pop("builder_name")
     info["paper_error"] = spec.paper_error
     return info
 
@@ -151,7 +159,7 @@ def markdown_table():
             if "full_preact" in by
         )
         family = spec.family + (" (cifar stem)" if spec.stem == "cifar" and spec.family == "imagenet" else "")
-        builder = spec.builder.__name__ + ("(stem='cifar')" if spec.name.endswith("_cifar") else "")
+        builder = spec.builder_name + ("(stem='cifar')" if spec.name.endswith("_cifar") else "")
         rows.append(
             f"| `{spec.name}` | `{builder}` | {family} | {spec.depth} | {spec.form} | "
             f"{'-'.join(map(str, spec.stage_units))} | {spec.params / 1e6:.2f}M | "

@@ -26,8 +26,14 @@ import keras
 from keras import layers, ops
 
 from keras_preact._validation import check_choice, check_float, check_int
-
-PROJECTIONS = ("A", "B", "C")
+from keras_preact.catalog import (  # noqa: F401 - the spec helpers are public here too
+    PROJECTIONS,
+    SHORTCUT_FIGURES,
+    SHORTCUT_OPTIONS,
+    format_shortcut,
+    parse_shortcut,
+    resolve_shortcut,
+)
 
 
 def strided_shape(input_shape, strides, channels):
@@ -66,13 +72,19 @@ class Shortcut(layers.Layer):
         projection: ``"A"``, ``"B"`` or ``"C"`` (see module docstring).
         kernel_initializer, kernel_regularizer: for any 1x1 convolution.
 
-    Subclasses set ``name_in_paper`` and ``options`` (their keyword arguments
-    with defaults) and implement ``call(x, residual, training=None)``.
+    Subclasses set ``kind`` (their name in ``keras_preact.catalog``, which holds
+    their figure and options) and implement ``call(x, residual, training=None)``.
     """
 
     kind = None
+    figure = None
     options = {}
     always_project = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.kind is not None:
+            cls.figure, cls.options = SHORTCUT_FIGURES[cls.kind], SHORTCUT_OPTIONS[cls.kind]
 
     def __init__(
         self,
@@ -190,7 +202,6 @@ class ConstantScalingShortcut(Shortcut):
     """
 
     kind = "constant_scaling"
-    options = {"scale": 0.5, "scale_residual": False}
 
     def __init__(self, filters, scale=0.5, scale_residual=False, **kwargs):
         super().__init__(filters, **kwargs)
@@ -205,8 +216,6 @@ class ConstantScalingShortcut(Shortcut):
 
 class _Gated(Shortcut):
     """Shared gate ``g(x) = sigmoid(conv1x1(x) + b_g)`` of the two gating variants."""
-
-    options = {"gate_bias": -6.0}
 
     def __init__(self, filters, gate_bias=-6.0, **kwargs):
         super().__init__(filters, **kwargs)
@@ -262,7 +271,6 @@ class DropoutShortcut(Shortcut):
     """Fig. 2(f): ``y = dropout(x) + F(x)``; dropout is active only in training."""
 
     kind = "dropout"
-    options = {"rate": 0.5}
 
     def __init__(self, filters, rate=0.5, **kwargs):
         super().__init__(filters, **kwargs)
@@ -289,67 +297,8 @@ SHORTCUTS = {
 }
 
 
-def resolve_shortcut(spec):
-    """Normalise a shortcut spec to a JSON-able dict ``{"name": ..., **options}``.
-
-    ``spec`` is a variant name (``"exclusive_gating"``) or a dict with a
-    ``"name"`` key and any of that variant's options
-    (``{"name": "constant_scaling", "scale": 0.5, "scale_residual": True}``).
-    Unknown names or options raise ``ValueError`` listing the valid ones.
-    """
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(
-            "A shortcut is a name or a dict with a 'name' key, got "
-            f"{spec!r}. Valid names: {', '.join(SHORTCUTS)}."
-        )
-    name = check_choice("shortcut", spec["name"], SHORTCUTS)
-    cls = SHORTCUTS[name]
-    unknown = sorted(set(spec) - {"name"} - set(cls.options))
-    if unknown:
-        valid = ", ".join(cls.options) or "none"
-        raise ValueError(
-            f"Unknown option(s) {unknown} for shortcut {name!r}. "
-            f"Valid options: {valid}."
-        )
-    resolved = {"name": name, **cls.options}
-    resolved.update({k: v for k, v in spec.items() if k != "name"})
-    # Validate the values now, not at build time deep inside a network.
-    cls(1, **{k: v for k, v in resolved.items() if k != "name"})
-    return resolved
-
-
 def make_shortcut(spec, filters, **kwargs):
-    """Instantiate the shortcut layer described by ``spec`` (see ``resolve_shortcut``)."""
+    """Instantiate the shortcut layer of ``spec`` (see ``resolve_shortcut``)."""
     spec = resolve_shortcut(spec)
     options = {k: v for k, v in spec.items() if k != "name"}
     return SHORTCUTS[spec["name"]](filters, **options, **kwargs)
-
-
-def parse_shortcut(text):
-    """Parse a command-line shortcut: ``NAME`` or ``NAME:key=value,key=value``.
-
-    ``"constant_scaling:scale=0.5,scale_residual=true"`` becomes
-    ``{"name": "constant_scaling", "scale": 0.5, "scale_residual": True}``.
-    Values are numbers or ``true``/``false``.
-    """
-    name, _, rest = text.partition(":")
-    spec = {"name": name.strip()}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(
-                f"Bad shortcut option {item!r} in {text!r}; write NAME:key=value,key=value "
-                "(e.g. 'constant_scaling:scale=0.5,scale_residual=true')."
-            )
-        low = value.strip().lower()
-        if low in ("true", "false"):
-            parsed = low == "true"
-        else:
-            try:
-                parsed = float(low)
-            except ValueError:
-                raise ValueError(f"Shortcut option {key.strip()!r} needs a number or true/false, got {value!r}.")
-        spec[key.strip()] = parsed
-    return resolve_shortcut(spec)

@@ -3,9 +3,9 @@
 A unit computes ``y = h(x) + F(x)`` and ``x_next = f(y)``. The five activation
 placements of Fig. 4 differ only in where BN and ReLU sit around the
 convolutions of ``F`` and after the addition (``f``). ``ResidualUnit`` owns
-construction, ``build``, ``compute_output_shape`` and ``get_config``; each
-placement is a thin subclass that declares three sequences of operations and
-whose ``call`` is the paper's equation:
+construction, ``build``, ``call`` (the paper's equation, ``f(h(x) + F(x))``),
+``compute_output_shape`` and ``get_config``; each placement is a thin subclass
+that declares where its BN and ReLU operations sit:
 
 ========================  ===================  ==========================  ============
 placement (Fig. 4)        pre-activation       each conv of F              after ``+``
@@ -36,8 +36,15 @@ import keras
 from keras import layers
 
 from keras_preact._validation import check_choice, check_float, check_int
-from keras_preact.shortcuts import (
+from keras_preact.catalog import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    EXPANSION,
+    FORMS,
+    PLACEMENT_FIGURES,
     PROJECTIONS,
+)
+from keras_preact.shortcuts import (
     SHORTCUTS,
     he_normal_fan_out,
     make_shortcut,
@@ -46,10 +53,8 @@ from keras_preact.shortcuts import (
     strided_shape,
 )
 
-FORMS = ("basic", "bottleneck")
 STRIDE_ON = ("first", "3x3")
 PREACT_MODES = ("auto", "residual", "shared", "none")
-EXPANSION = {"basic": 1, "bottleneck": 4}
 
 # Operation tokens used by the placement tables below.
 CONV, BN, RELU = "conv", "bn", "relu"
@@ -91,12 +96,17 @@ class ResidualUnit(layers.Layer):
         kernel_regularizer: applied to every convolution kernel.
     """
 
-    placement = None
+    placement = None  # the subclass's name in keras_preact.catalog (its Fig. 4 panel)
     figure = None
     preactivation = ()
     after_conv = (BN, RELU)
     last_conv_tail = (BN,)
     after_addition = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.placement is not None:
+            cls.figure = PLACEMENT_FIGURES[cls.placement]
 
     def __init__(
         self,
@@ -107,8 +117,8 @@ class ResidualUnit(layers.Layer):
         shortcut="identity",
         projection="B",
         preact="auto",
-        bn_momentum=0.9,
-        bn_epsilon=1e-5,
+        bn_momentum=BN_MOMENTUM,
+        bn_epsilon=BN_EPSILON,
         sync_bn=False,
         zero_init_residual=False,
         kernel_initializer=None,
@@ -119,7 +129,7 @@ class ResidualUnit(layers.Layer):
         if self.placement is None:
             raise TypeError(
                 "ResidualUnit is a base class; use one of "
-                f"{', '.join(PLACEMENTS)} (keras_preact.units.PLACEMENTS)."
+                f"{', '.join(PLACEMENT_FIGURES)} (keras_preact.units.PLACEMENTS)."
             )
         self.filters = check_int("filters", filters, minimum=1)
         self.form = check_choice("residual form", form, FORMS)
@@ -252,11 +262,6 @@ class ResidualUnit(layers.Layer):
             return x, self._run(self.pre, x, training)
         return x, x
 
-    def residual(self, x, training=None):
-        """``F(x)``: the residual function applied to the unit's input ``x``."""
-        _, r = self.split(x, training)
-        return self._run(self.branch, r, training)
-
     def F(self, r, training=None):
         """The residual function on an already split (and maybe pre-activated) input."""
         return self._run(self.branch, r, training)
@@ -268,7 +273,9 @@ class ResidualUnit(layers.Layer):
         return self._run(self.post, y, training)
 
     def call(self, x, training=None):
-        raise NotImplementedError("Each placement subclass writes its own equation.")
+        """``x_{l+1} = f(h(x_l) + F(x_l))``; each placement differs only in its tables."""
+        x, r = self.split(x, training)
+        return self.f(self.h(x, self.F(r, training), training), training)
 
     def compute_output_shape(self, input_shape):
         return strided_shape(input_shape, self.strides, self.out_channels)
@@ -304,46 +311,33 @@ class OriginalUnit(ResidualUnit):
     """Fig. 4(a), the original unit: ``x_next = ReLU(h(x) + F(x))``,
     F = conv-BN-ReLU-conv-BN."""
 
-    placement, figure = "original", "4(a)"
+    placement = "original"
     after_addition = (RELU,)
-
-    def call(self, x, training=None):
-        return self.f(self.h(x, self.F(x, training), training), training)
 
 
 @_register
 class BNAfterAdditionUnit(ResidualUnit):
     """Fig. 4(b): ``x_next = ReLU(BN(h(x) + F(x)))``, F = conv-BN-ReLU-conv."""
 
-    placement, figure = "bn_after_addition", "4(b)"
+    placement = "bn_after_addition"
     last_conv_tail = ()
     after_addition = (BN, RELU)
-
-    def call(self, x, training=None):
-        return self.f(self.h(x, self.F(x, training), training), training)
 
 
 @_register
 class ReLUBeforeAdditionUnit(ResidualUnit):
     """Fig. 4(c): ``x_next = h(x) + F(x)``, F = conv-BN-ReLU-conv-BN-ReLU."""
 
-    placement, figure = "relu_before_addition", "4(c)"
+    placement = "relu_before_addition"
     last_conv_tail = (BN, RELU)
-
-    def call(self, x, training=None):
-        return self.h(x, self.F(x, training), training)
 
 
 @_register
 class ReLUOnlyPreActUnit(ResidualUnit):
     """Fig. 4(d): ``x_next = h(x) + F(x)``, F = ReLU-conv-BN-ReLU-conv-BN."""
 
-    placement, figure = "relu_only_preact", "4(d)"
+    placement = "relu_only_preact"
     preactivation = (RELU,)
-
-    def call(self, x, training=None):
-        x, r = self.split(x, training)
-        return self.h(x, self.F(r, training), training)
 
 
 @_register
@@ -351,13 +345,9 @@ class FullPreActUnit(ResidualUnit):
     """Fig. 4(e), full pre-activation: ``x_next = h(x) + F(x)``,
     F = BN-ReLU-conv-BN-ReLU-conv. The paper's recommended unit."""
 
-    placement, figure = "full_preact", "4(e)"
+    placement = "full_preact"
     preactivation = (BN, RELU)
     last_conv_tail = ()
-
-    def call(self, x, training=None):
-        x, r = self.split(x, training)
-        return self.h(x, self.F(r, training), training)
 
 
 PLACEMENTS = {

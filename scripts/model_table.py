@@ -1,13 +1,17 @@
 #!/usr/bin/env python
 """Print the README's model table, generated from the registry."""
 
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import _cli
+from keras_preact.registry import markdown_table
 
-from keras_preact.registry import markdown_table  # noqa: E402
+
+def main(argv=None):
+    _cli.Parser(__doc__).parse_args(argv)
+    print(markdown_table())
+    return 0
+
 
 if __name__ == "__main__":
-    print(markdown_table())
+    sys.exit(main())

@@ -5,64 +5,97 @@
     python scripts/train.py --arch resnet164 --dataset cifar10 --model-dir runs/r164
     python scripts/train.py --arch resnet1001 --model-dir runs/r1001   # the paper's 4.92% run
 
-Re-running the same command resumes an interrupted run.
+Running the same command again resumes an interrupted run (and says so); a finished run
+is left as it is. The whole command line is checked before anything is written.
 """
 
-import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from keras_preact import training  # noqa: E402
-from keras_preact.data import DataUnavailableError  # noqa: E402
+import _cli
+from keras_preact import catalog, registry
+from keras_preact import config as cfg
 
 
-def parse(argv=None):
-    c = training.TrainConfig
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default=c.arch)
-    p.add_argument("--dataset", default=None, help=", ".join(training.DATASET_NAMES)
-                   + " (default: the arch's data set in the paper)")
-    p.add_argument("--placement", default=c.placement)
-    p.add_argument("--shortcut", default=c.shortcut, help="NAME[:key=value,...]")
-    p.add_argument("--projection", default=c.projection)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch (default 128; ImageNet 256)")
-    p.add_argument("--lr", type=float, default=c.lr)
-    p.add_argument("--momentum", type=float, default=c.momentum)
-    p.add_argument("--weight-decay", type=float, default=c.weight_decay)
-    p.add_argument("--no-warmup", dest="warmup", action="store_false",
-                   help="skip the 0.01 warm-up of the first 400 iterations")
-    p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--mixed-precision", default=c.mixed_precision, choices=training.PRECISIONS)
-    p.add_argument("--jit-compile", default=c.jit_compile, choices=("auto", "true", "false"))
-    p.add_argument("--seed", type=int, default=c.seed)
-    p.add_argument("--deterministic", action="store_true")
-    p.add_argument("--strategy", default=c.strategy)
-    p.add_argument("--sync-bn", action="store_true")
-    p.add_argument("--cpu-replicas", type=int, default=0,
-                   help="split the CPU into N logical devices (for testing strategies)")
-    p.add_argument("--eval-size", type=int, default=c.eval_size, choices=(224, 320))
-    p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
-    p.add_argument("--cifar-archive", default=None,
-                   help="path to cifar-10-python.tar.gz or cifar-100-python.tar.gz")
-    p.add_argument("--model-dir", required=True)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--verbose", type=int, default=1)
-    p.add_argument("--no-plot", dest="plot", action="store_false")
-    return p, training.TrainConfig(**{k: v for k, v in vars(p.parse_args(argv)).items()})
+def parser():
+    c = cfg.TrainConfig
+    p = _cli.Parser(__doc__)
+    model = p.add_argument_group("model")
+    model.add_argument("--arch", default=c.arch, metavar="ARCH",
+                       help=_cli.choices_help("network", registry.list_models()))
+    model.add_argument("--placement", default=c.placement, metavar="NAME",
+                       help=_cli.choices_help("residual unit of Fig. 4", catalog.PLACEMENT_FIGURES))
+    model.add_argument("--shortcut", default=c.shortcut, metavar="NAME[:key=value,...]",
+                       help=_cli.choices_help("shortcut of Fig. 2, e.g. constant_scaling:scale=0.5",
+                                              catalog.SHORTCUT_OPTIONS))
+    model.add_argument("--projection", default=c.projection, choices=catalog.PROJECTIONS,
+                       help="where the shape changes: A zero-pads, B projects there, C projects "
+                       "on every unit")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", metavar="NAME",
+                      help=_cli.choices_help("data set (default: the arch's data set in the paper)",
+                                             cfg.DATASET_NAMES))
+    data.add_argument("--data-dir", help="tensorflow-datasets data_dir")
+    data.add_argument("--cifar-archive", metavar="PATH",
+                      help="cifar-10-python.tar.gz or cifar-100-python.tar.gz, read directly")
+    data.add_argument("--eval-size", type=int, choices=cfg.EVAL_SIZES,
+                      help="imagenet2012 evaluation crop: 224 (default) or the paper's 320")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--batch-size", type=int,
+                     help="global batch size (default: 128; ImageNet 256)")
+    opt.add_argument("--lr", type=float, default=c.lr, help="learning rate after the warm-up")
+    opt.add_argument("--momentum", type=float, default=c.momentum, help="SGD momentum, in [0, 1)")
+    opt.add_argument("--weight-decay", type=float, default=c.weight_decay,
+                     help="the paper's (coupled L2) weight decay")
+    opt.add_argument("--no-warmup", dest="warmup", action="store_false",
+                     help="skip the 0.01 warm-up of the first 400 iterations")
+    opt.add_argument("--iterations", type=int,
+                     help="CIFAR: total iterations (default 64k); the milestones scale with it")
+    opt.add_argument("--epochs", type=int,
+                     help="total epochs instead (ImageNet default 90); the milestones scale")
+    opt.add_argument("--steps-per-epoch", type=int,
+                     help="batches per epoch (default: the training set's size / batch)")
+    opt.add_argument("--seed", type=int, default=c.seed, help="seed of the data order, "
+                     "augmentation and initialisation")
+    opt.add_argument("--deterministic", action="store_true",
+                     help="deterministic TensorFlow ops: a resumed run ends with the weights of "
+                     "an uninterrupted one")
+    dist = p.add_argument_group("distribution and precision")
+    dist.add_argument("--strategy", default=c.strategy, choices=cfg.STRATEGIES,
+                      help="auto: every visible GPU (JAX: DataParallel), else one device")
+    dist.add_argument("--sync-bn", action="store_true",
+                      help="synchronised BatchNormalization across replicas (TensorFlow)")
+    dist.add_argument("--cpu-replicas", type=int,
+                      help="split the CPU into N logical devices (to test strategies)")
+    dist.add_argument("--mixed-precision", default=c.mixed_precision, choices=cfg.PRECISIONS,
+                      help="mixed-precision compute (slower on a CPU)")
+    dist.add_argument("--jit-compile", default=c.jit_compile, choices=cfg.JIT_CHOICES,
+                      help="XLA; auto: on for JAX and for TensorFlow on one GPU")
+    out = p.add_argument_group("output")
+    out.add_argument("--model-dir", required=True, metavar="DIR",
+                     help="the run directory (created; rerun the command to resume)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="discard the run in --model-dir (only what keras_preact wrote)")
+    out.add_argument("--verbose", default=c.verbose, choices=cfg.VERBOSITY,
+                     help="0 silent, 1 progress bar, 2 one line per epoch; auto: 1 on a "
+                     "terminal, else 2")
+    out.add_argument("--no-plot", dest="plot", action="store_false",
+                     help="do not draw curves.png")
+    return p
+
+
+def train(config):
+    from keras_preact import rundir
+
+    rundir.check(cfg.resolve_config(config))  # every check that needs no backend, first
+    _cli.import_tensorflow()
+    from keras_preact import training
+
+    training.train(config)
 
 
 def main(argv=None):
-    parser, config = parse(argv)
-    try:
-        training.train(config)
-    except (ValueError, DataUnavailableError, training.TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    args = parser().parse_args(argv)
+    return _cli.run(train, cfg.TrainConfig(**vars(args)))
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -5,18 +6,32 @@ import sys
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 
 BACKEND = keras.backend.backend()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "scripts")
+if SCRIPTS not in sys.path:  # the scripts import their shared helper, _cli
+    sys.path.insert(0, SCRIPTS)
+DIGITS = ["--arch", "resnet20", "--dataset", "digits", "--batch-size", "64", "--epochs", "6",
+          "--deterministic", "--verbose", "2"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-large", action="store_true", default=False,
+                     help="also build the full-depth networks (ResNet-101 ... 1202); CI does")
 
 
 def pytest_collection_modifyitems(config, items):
-    skip = pytest.mark.skip(reason=f"needs the TensorFlow backend, running on {BACKEND}")
+    skip_tf = pytest.mark.skip(reason=f"needs the TensorFlow backend, running on {BACKEND}")
+    skip_large = pytest.mark.skip(reason="builds a full-depth network: pass --run-large")
     for item in items:
         if "tf_only" in item.keywords and BACKEND != "tensorflow":
-            item.add_marker(skip)
+            item.add_marker(skip_tf)
+        if "slow" in item.keywords and not config.getoption("--run-large"):
+            item.add_marker(skip_large)
 
 
 @pytest.fixture(autouse=True)
@@ -51,16 +66,39 @@ def rng():
     return np.random.default_rng(0)
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "scripts", "train.py")
-DIGITS = ["--arch", "resnet20", "--dataset", "digits", "--batch-size", "64", "--epochs", "6",
-          "--deterministic", "--verbose", "2"]
+def python(*argv, env=None, prefix=(), wait=True, timeout=600, **kwargs):
+    """The one subprocess helper: run ``python *argv`` (``prefix`` runs it, e.g. setpriv)
+    to completion and return the ``CompletedProcess``, or with ``wait=False`` start it and
+    return the ``Popen``. TensorFlow's C++ logging is quiet."""
+    command = [*prefix, sys.executable, *argv]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    if not wait:
+        return subprocess.Popen(command, env=env, text=True, **kwargs)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
+                          **kwargs)
 
 
-def run_script(script, *args, timeout=600):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+def run_script(script, *args, **kwargs):
+    """``scripts/<script> *args`` in a fresh interpreter (see :func:`python`)."""
+    return python(os.path.join(SCRIPTS, script), *args, **kwargs)
+
+
+def script_module(name):
+    """``scripts/<name>.py`` as a module, to call its ``main(argv)`` in this process."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(SCRIPTS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def call_script(name, argv, capsys):
+    """``(exit code, stdout, stderr)`` of ``scripts/<name>.py argv`` run in this process."""
+    try:
+        code = script_module(name).main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.fixture(scope="session")

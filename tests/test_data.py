@@ -1,12 +1,11 @@
 """Input pipelines: tfds (mocked), CIFAR's python archives, digits, offline failure."""
 
 import io
+import json
 import os
+import pathlib
 import pickle
-import subprocess
-import sys
 import tarfile
-import time
 
 import numpy as np
 import pytest
@@ -18,12 +17,13 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 from keras_preact import data  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import call_script  # noqa: E402
 
 
-def write_cifar_archive(path, n_train=40, n_test=12, classes=10):
+def write_cifar_archive(path, n_train=40, n_test=12, classes=10, payload=None):
     """A CIFAR-10/100 python archive in the official layout; each image is filled
-    with 20 * label so a label can be read back from any pixel."""
+    with 20 * label so a label can be read back from any pixel. ``payload`` is
+    pickled into the first batch (a crafted archive)."""
     rng = np.random.default_rng(0)
     hundred = classes == 100
     root = "cifar-100-python" if hundred else "cifar-10-batches-py"
@@ -39,6 +39,8 @@ def write_cifar_archive(path, n_train=40, n_test=12, classes=10):
               f"{root}/test_batch": batch(n_test)})
     with tarfile.open(path, "w:gz") as tar:
         for name, content in files.items():
+            if payload is not None:
+                content, payload = {**content, b"extra": payload}, None
             raw = pickle.dumps(content)
             info = tarfile.TarInfo(name)
             info.size = len(raw)
@@ -110,17 +112,89 @@ def test_digits_split_and_epoch_determinism():
     assert not np.array_equal(full[0][1], full[22][1])  # a new order every epoch
 
 
-def test_offline_failure_is_fast_and_clear(tmp_path):
-    start = time.time()
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), "--arch", "resnet20",
-         "--dataset", "cifar10", "--data-dir", str(tmp_path / "tfds"),
-         "--model-dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert time.time() - start < 15
-    assert result.returncode == 2
-    assert "cifar10 is not prepared" in result.stderr and "--cifar-archive" in result.stderr
-    assert "--data-dir" in result.stderr
+class _RunsCode:
+    """What a crafted pickle can do: call any function on load (here it creates a file)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_crafted_archive_cannot_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+    path = write_cifar_archive(str(tmp_path / "evil.tar.gz"), payload=_RunsCode(str(marker)))
+    with pickle.loads(pickle.dumps(_RunsCode(str(tmp_path / "probe")))):
+        pass  # (the payload really runs under plain pickle)
+    assert (tmp_path / "probe").exists()
+    with pytest.raises(data.DataUnavailableError,
+                       match="Refusing .*data_batch_1 .* it references io.open, which a "
+                             "CIFAR batch never holds"):
+        data.cifar_archive_arrays(path, "train", "cifar10")
+    assert not marker.exists()
+
+
+def test_official_numpy1_pickles_load():
+    """The official archives were pickled by Python 2 and NumPy 1 (numpy.core...)."""
+    import struct
+
+    # {"data": uint8 array (1, 3072) of 7s, "labels": [7]}, as Python 2's cPickle wrote it.
+    legacy = (b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\n"
+              b"ndarray\nq\x03K\x00\x85U\x01b\x87Rq\x04(K\x01K\x01M\x00\x0c\x86cnumpy\ndtype\n"
+              b"q\x05U\x02u1K\x00K\x01\x87Rq\x06(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff"
+              b"\xffK\x00tb\x89T" + struct.pack("<i", 3072) + b"\x07" * 3072
+              + b"tbU\x06labelsq\x07]q\x08K\x07au.")
+    batch = data._CifarUnpickler(io.BytesIO(legacy), encoding="bytes").load()
+    assert batch[b"data"].shape == (1, 3072) and batch[b"labels"] == [7]
+    assert np.all(batch[b"data"] == 7)
+
+
+def test_archive_of_the_other_cifar_and_damaged_archives(tmp_path):
+    hundred = write_cifar_archive(str(tmp_path / "c100.tar.gz"), classes=100)
+    with pytest.raises(data.DataUnavailableError,
+                       match="is a cifar100 archive, not cifar10: pass --dataset cifar100"):
+        data.make_data("cifar10", 8, cifar_archive=hundred)
+    ten = write_cifar_archive(str(tmp_path / "c10.tar.gz"))
+    raw = pathlib.Path(ten).read_bytes()
+    (tmp_path / "truncated.tar.gz").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "garbage.tar.gz").write_bytes(b"not an archive at all")
+    for name in ("truncated.tar.gz", "garbage.tar.gz"):
+        with pytest.raises(data.DataUnavailableError,
+                           match=f"'{tmp_path / name}' is not a readable CIFAR archive: .*download "
+                                 "it again"):
+            data.cifar_archive_arrays(str(tmp_path / name), "train", "cifar10")
+
+
+def test_offline_failure_is_clear(tmp_path, capsys):
+    code, _, err = call_script("train", ["--arch", "resnet20", "--dataset", "cifar10",
+                                         "--data-dir", str(tmp_path / "tfds"), "--model-dir",
+                                         str(tmp_path / "run")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "cifar10 is not prepared" in err and "--cifar-archive" in err and "--data-dir" in err
+    assert not os.path.exists(tmp_path / "run")
     with pytest.raises(data.DataUnavailableError, match="needs a manual download.*ILSVRC2012_img_train.tar"):
         data.load_tfds("imagenet2012", "train", data_dir=str(tmp_path / "tfds"))
+
+
+def test_imagenet_training_epoch_then_the_papers_320_evaluation(tmp_path):
+    """train() on (mocked) ImageNet: one epoch of 224 crops, then validation on 320 crops."""
+    from keras_preact import config as cfg
+    from keras_preact import training
+
+    run_dir = str(tmp_path / "run")
+    config = cfg.TrainConfig(model_dir=run_dir, arch="resnet18", batch_size=2, epochs=1,
+                             steps_per_epoch=2, eval_size=320, jit_compile="false",
+                             verbose=0, plot=False)
+    messages = []
+    with tfds.testing.mock_data(num_examples=4):
+        results = training.train(config, log=messages.append)
+    assert results["iterations"] == 2 and 0.0 <= results["test_error"] <= 100.0
+    assert any("evaluated at 320x320" in m for m in messages)
+    with open(os.path.join(run_dir, "config.json")) as f:
+        recorded = json.load(f)
+    assert recorded["resolved"]["eval_size"] == 320 and recorded["input_shape"] == [224, 224, 3]
+    import keras
+
+    model = keras.saving.load_model(os.path.join(run_dir, "last.keras"), safe_mode=True)
+    assert model.input_shape == (None, None, None, 3)  # fully convolutional, as in the paper

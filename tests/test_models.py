@@ -87,9 +87,11 @@ def test_resnet200_about_64_7m_and_forward_pass():
 
 
 FULL_DEPTH = ("resnet1001", "resnet1202", "resnet200")
+LARGE = ("resnet101", "resnet152")  # built only with --run-large
 
 
-@pytest.mark.parametrize("name", [n for n in kp.list_models() if n not in FULL_DEPTH])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in LARGE else n
+                                  for n in kp.list_models() if n not in FULL_DEPTH])
 def test_registry_params_match_builders_and_hand_count(name):
     """(The full-depth nets are built once, by their own tests below.)"""
     spec = kp.MODELS[name]
@@ -252,8 +254,31 @@ def test_weights_argument_loads_files(tmp_path, rng):
     for path in (tmp_path / "w.weights.h5", str(tmp_path / "m.keras")):
         model = kp.PreActResNet20(classes=4, weights=path)
         np.testing.assert_array_equal(to_np(model(x)), y)
-    with pytest.raises(ValueError, match="do not fit"):
+    # What differs is named: the layers and their shapes, or the weights one side lacks.
+    with pytest.raises(ValueError, match=r"do not fit 'preact_resnet20': shapes differ "
+                       r"\(predictions/kernel: \(64, 4\) in the file, \(64, 10\) in the model; "
+                       r"predictions/bias: \(4,\) in the file, \(10,\) in the model\)"):
+        kp.PreActResNet20(classes=10, weights=str(tmp_path / "m.keras"))
+    # ResNet-32 has 2 more units per stage; each holds BN (4) + conv + BN (4) + conv = 10.
+    with pytest.raises(ValueError, match=r"do not fit 'preact_resnet32': 60 weights not in the "
+                       r"file \(e.g. stage1_unit4/preact_bn/gamma\)"):
         kp.PreActResNet32(classes=4, weights=str(tmp_path / "m.keras"))
+    with pytest.raises(ValueError, match=r"do not fit 'preact_resnet20' \(the first mismatch is "
+                       r"predictions/kernel: \(64, 4\) in the file, \(64, 10\) in the model"):
+        kp.PreActResNet20(classes=10, weights=str(tmp_path / "w.weights.h5"))
+
+
+def test_weights_that_are_damaged_or_would_run_code(tmp_path):
+    garbage = tmp_path / "x.keras"
+    garbage.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="is not a readable .keras file: it is damaged or truncated"):
+        kp.PreActResNet20(weights=str(garbage))
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    with pytest.raises(ValueError, match="Refusing to load .*lambda.keras': loading it would run "
+                       "code it carries"):
+        kp.PreActResNet20(weights=str(tmp_path / "lambda.keras"))
 
 
 # -- errors ----------------------------------------------------------------------
@@ -269,6 +294,10 @@ def test_weights_argument_loads_files(tmp_path, rng):
     (lambda: kp.PreActResNet20(input_shape=(3, 32, 3)), r"too small.*at least 4"),
     (lambda: kp.PreActResNet50(input_shape=(31, 64, 3)), r"too small.*at least 32"),
     (lambda: kp.PreActResNet20(input_shape=(32, 32)), "height, width, channels"),
+    (lambda: kp.PreActResNet20(input_shape=(3, 32, 32)),
+     r"looks channels-first; keras_preact's inputs are channels-last \(height, width, channels\): "
+     r"use \(32, 32, 3\)"),
+    (lambda: kp.PreActResNet20(zero_init_residul=True), r"Unknown option\(s\) \['zero_init_residul'\]"),
     (lambda: kp.PreActResNet20(pooling="avg"), "conflicts with include_top=True"),
     (lambda: kp.PreActResNet20(include_top=False, pooling="mean"), "Valid choices: None, 'avg', 'max'"),
     (lambda: kp.PreActResNet20(weights="imagenet"), "No hosted pretrained weights"),

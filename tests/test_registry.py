@@ -1,15 +1,13 @@
 """Registry, README table and the scripts."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 import keras_preact as kp
 from keras_preact.shortcuts import parse_shortcut
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, call_script
 
 
 def test_list_models_and_info():
@@ -56,22 +54,17 @@ def test_parse_shortcut():
         parse_shortcut("dropout:p=0.3")
 
 
-def _script(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", args[0]), *args[1:]],
-                          capture_output=True, text=True, env=env, timeout=300)
+def test_summary_script(capsys):
+    code, out, err = call_script("summary", ["resnet20", "--shortcut",
+                                             "exclusive_gating:gate_bias=-6"], capsys)
+    assert code == 0, err
+    assert "stage3_unit3 (FullPreActUnit)" in out
+    assert "params: 272,282 (default configuration)" in out
+    code, _, err = call_script("summary", ["resnet21", "--no-summary"], capsys)
+    assert code == 2 and "Unknown arch 'resnet21'" in err
 
 
-def test_summary_script():
-    result = _script("summary.py", "resnet20", "--shortcut", "exclusive_gating:gate_bias=-6")
-    assert result.returncode == 0, result.stderr
-    assert "stage3_unit3 (FullPreActUnit)" in result.stdout
-    assert "params: 272,282 (default configuration)" in result.stdout
-    bad = _script("summary.py", "resnet21", "--no-summary")
-    assert bad.returncode == 2 and "Unknown arch 'resnet21'" in bad.stderr
-
-
-def test_model_table_script():
-    result = _script("model_table.py")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == kp.registry.markdown_table()
+def test_model_table_script(capsys):
+    code, out, err = call_script("model_table", [], capsys)
+    assert code == 0, err
+    assert out.strip() == kp.registry.markdown_table()

@@ -120,8 +120,14 @@ def test_resolve_shortcut_defaults_and_errors():
         sc.resolve_shortcut("dropuot")
     with pytest.raises(ValueError, match=r"Unknown option\(s\) \['rate'\].*Valid options: scale, scale_residual"):
         sc.resolve_shortcut({"name": "constant_scaling", "rate": 0.1})
-    with pytest.raises(ValueError, match=r"`rate` must be in \[0.0, 1.0\)"):
-        sc.resolve_shortcut({"name": "dropout", "rate": 1.0})
+    with pytest.raises(ValueError, match="'rate' must be a number, got 'half'"):
+        sc.resolve_shortcut({"name": "dropout", "rate": "half"})
+    with pytest.raises(ValueError, match="'scale_residual' must be true or false"):
+        sc.resolve_shortcut("constant_scaling:scale_residual=1")
+    # Values are the layer's to check, when it is built: no throwaway layer here.
+    assert sc.resolve_shortcut({"name": "dropout", "rate": 1.0})["rate"] == 1.0
+    with pytest.raises(ValueError, match=r"`rate` must be a finite number in \[0.0, 1.0\)"):
+        sc.make_shortcut({"name": "dropout", "rate": 1.0}, 8)
     with pytest.raises(ValueError, match="'name' key"):
         sc.resolve_shortcut({"scale": 0.5})
     with pytest.raises(ValueError, match="Unknown projection 'D'"):

@@ -1,0 +1,162 @@
+"""The paper's vocabulary as plain data: placements, shortcuts, projections and depths.
+
+Everything a command line or a configuration names is defined here once, without
+importing Keras, so that ``--help`` and argument checks never load a backend. The
+layers (``units``, ``shortcuts``) and builders (``models``) bind these names to code.
+
+* ``PLACEMENT_FIGURES``: the five residual units of Fig. 4 (Table 2).
+* ``SHORTCUT_OPTIONS``: the shortcut variants of Fig. 2 (Table 1) and their options.
+* ``PROJECTIONS``: how a change of shape is met ("A" zero-pad, "B" project where the
+  shape changes, "C" project everywhere).
+* The CIFAR (6n+2 / 9n+2) and ImageNet (18 ... 200) stage tables.
+"""
+
+import numbers
+
+from keras_preact._validation import check_choice, check_float
+
+# BatchNormalization as in the authors' Torch code (nn.SpatialBatchNormalization).
+BN_MOMENTUM, BN_EPSILON = 0.9, 1e-5
+FORMS = ("basic", "bottleneck")
+EXPANSION = {"basic": 1, "bottleneck": 4}
+STEMS = ("imagenet", "cifar")
+PROJECTIONS = ("A", "B", "C")
+
+PLACEMENT_FIGURES = {
+    "original": "4(a)",
+    "bn_after_addition": "4(b)",
+    "relu_before_addition": "4(c)",
+    "relu_only_preact": "4(d)",
+    "full_preact": "4(e)",
+}
+SHORTCUT_FIGURES = {
+    "identity": "2(a)",
+    "constant_scaling": "2(b)",
+    "exclusive_gating": "2(c)",
+    "shortcut_only_gating": "2(d)",
+    "conv1x1": "2(e)",
+    "dropout": "2(f)",
+}
+# Each variant's options and their defaults (the paper's values).
+SHORTCUT_OPTIONS = {
+    "identity": {},
+    "constant_scaling": {"scale": 0.5, "scale_residual": False},
+    "exclusive_gating": {"gate_bias": -6.0},
+    "shortcut_only_gating": {"gate_bias": -6.0},
+    "conv1x1": {},
+    "dropout": {"rate": 0.5},
+}
+
+CIFAR_WIDTHS = (16, 32, 64)
+CIFAR_STRIDES = (1, 2, 2)
+# Layers per unit times three stages: depth = k * n + 2.
+CIFAR_UNITS_PER_STAGE = {"basic": 6, "bottleneck": 9}
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+IMAGENET_STRIDES = (1, 2, 2, 2)
+IMAGENET_STAGES = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),
+}
+
+
+def cifar_stage_units(depth, form="bottleneck"):
+    """Units per stage of a CIFAR net: ``(n, n, n)`` for depth 6n+2 / 9n+2."""
+    form = check_choice("residual form", form, FORMS)
+    k = CIFAR_UNITS_PER_STAGE[form]
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < k + 2 or (depth - 2) % k:
+        examples = ", ".join(str(k * n + 2) for n in (1, 2, 3, 18, 111 if k == 9 else 200))
+        raise ValueError(
+            f"A CIFAR {form} ResNet has depth {k}n+2 with n >= 1 "
+            f"(e.g. {examples}), got {depth!r}."
+        )
+    return ((depth - 2) // k,) * 3
+
+
+def imagenet_stages(depth):
+    """``(form, units per stage)`` of an ImageNet net of the given depth."""
+    if depth not in IMAGENET_STAGES:
+        raise ValueError(
+            f"Unknown ImageNet ResNet depth {depth!r}. Valid depths: "
+            f"{', '.join(map(str, IMAGENET_STAGES))}."
+        )
+    return IMAGENET_STAGES[depth]
+
+
+# -- shortcut specifications --------------------------------------------------------
+def resolve_shortcut(spec):
+    """Normalise a shortcut spec to a JSON-able dict ``{"name": ..., **options}``.
+
+    ``spec`` is a variant name (``"exclusive_gating"``), a dict with a ``"name"``
+    key and any of that variant's options, or the command-line form
+    ``"constant_scaling:scale=0.5,scale_residual=true"``. Names, option names and
+    option types are checked here; each layer checks the ranges of its own values.
+    """
+    if isinstance(spec, str):
+        spec = _parse(spec)
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ValueError(
+            "A shortcut is a name or a dict with a 'name' key, got "
+            f"{spec!r}. Valid names: {', '.join(SHORTCUT_OPTIONS)}."
+        )
+    name = check_choice("shortcut", spec["name"], SHORTCUT_OPTIONS)
+    defaults = SHORTCUT_OPTIONS[name]
+    unknown = sorted(set(spec) - {"name"} - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {unknown} for shortcut {name!r}. "
+            f"Valid options: {', '.join(defaults) or 'none'}."
+        )
+    resolved = {"name": name}
+    for key, default in defaults.items():
+        value = spec.get(key, default)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"Shortcut option {key!r} must be true or false, got {value!r}.")
+        else:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise ValueError(f"Shortcut option {key!r} must be a number, got {value!r}.")
+            value = check_float(key, value)
+        resolved[key] = value
+    return resolved
+
+
+def parse_shortcut(text):
+    """The resolved spec of the command-line form ``NAME`` or ``NAME:key=value,key=value``
+    (values: numbers, true/false)."""
+    return resolve_shortcut(_parse(text))
+
+
+def _parse(text):
+    name, _, rest = text.partition(":")
+    spec = {"name": name.strip()}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(
+                f"Bad shortcut option {item!r} in {text!r}; write NAME:key=value,key=value "
+                "(e.g. 'constant_scaling:scale=0.5,scale_residual=true')."
+            )
+        low = value.strip().lower()
+        if low in ("true", "false"):
+            parsed = low == "true"
+        else:
+            try:
+                parsed = float(low)
+            except ValueError:
+                raise ValueError(f"Shortcut option {key.strip()!r} needs a number or "
+                                 f"true/false, got {value!r}.") from None
+        spec[key.strip()] = parsed
+    return spec
+
+
+def format_shortcut(spec):
+    """The command-line form of a resolved spec (its options only where not default)."""
+    spec = resolve_shortcut(spec)
+    changed = [f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:g}'}"
+               for k, v in spec.items()
+               if k != "name" and v != SHORTCUT_OPTIONS[spec["name"]][k]]
+    return spec["name"] + (":" + ",".join(changed) if changed else "")

@@ -1,0 +1,185 @@
+"""A training run's configuration: its fields, the paper's defaults, and every check.
+
+Plain Python (no Keras import), so that ``scripts/train.py`` checks a whole command
+line, and its ``--help`` prints, without loading a backend. Defaults reproduce
+He et al. 2016 for the chosen arch:
+
+* CIFAR: SGD momentum 0.9, batch 128, learning rate 0.1 with a 0.01 warm-up for
+  the first 400 iterations, divided by 10 at 32k and 48k iterations, stop at
+  64k; weight decay 1e-4 applied as the paper does, as coupled L2 on the
+  weights (in Keras an L2 regulariser of 5e-5 on every kernel gives the same
+  gradient ``1e-4 * w``; Keras optimizers' ``weight_decay`` is decoupled and is
+  not the same thing).
+* ImageNet: batch 256, 0.1 divided by 10 at epochs 30 and 60, 90 epochs;
+  evaluation on a 224 center crop or the paper's 320 crop.
+
+``--iterations``/``--epochs`` rescale the milestones (and the warm-up) proportionally.
+"""
+
+import dataclasses
+
+from keras_preact import catalog, registry
+from keras_preact._validation import check_choice, check_float, check_int
+
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+PRECISIONS = ("off", "float16", "bfloat16")
+JIT_CHOICES = ("auto", "true", "false")
+VERBOSITY = ("auto", "0", "1", "2")
+DATASET_NAMES = ("cifar10", "cifar100", "imagenet2012", "digits")
+EVAL_SIZES = (224, 320)
+CIFAR_ITERATIONS = 64_000
+CIFAR_MILESTONES = (32_000, 48_000)
+IMAGENET_EPOCHS = 90
+IMAGENET_MILESTONE_EPOCHS = (30, 60)
+WARMUP_ITERATIONS, WARMUP_LR = 400, 0.01
+LR_DROP = 0.1
+
+# Fields that may differ between two invocations of the same run.
+VOLATILE_FIELDS = ("model_dir", "overwrite", "data_dir", "cifar_archive", "verbose", "plot")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model_dir: str
+    arch: str = "resnet164"
+    dataset: str = None  # default: the arch's data set in the paper
+    placement: str = "full_preact"
+    shortcut: object = "identity"  # a name, "NAME:key=value,...", or a dict
+    projection: str = "B"
+    batch_size: int = None  # global; default 128 (CIFAR, digits) or 256 (ImageNet)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup: bool = True
+    iterations: int = None
+    epochs: int = None
+    steps_per_epoch: int = None  # default: the training set's size // batch_size
+    mixed_precision: str = "off"
+    jit_compile: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    strategy: str = "auto"
+    sync_bn: bool = False
+    cpu_replicas: int = None
+    eval_size: int = None  # ImageNet only: 224 (default) or the paper's 320
+    data_dir: str = None
+    cifar_archive: str = None
+    overwrite: bool = False
+    verbose: object = "auto"  # 0, 1 (progress bar), 2 (a line per epoch); auto: 1 on a terminal
+    plot: bool = True
+
+    def identity(self):
+        """The fields that define the run (what must match to resume it)."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in VOLATILE_FIELDS}
+
+
+def resolve_config(config):
+    """Check every field and fill in the paper's defaults; return a new config.
+
+    Raises ``ValueError`` naming the field and its valid values. Nothing is
+    read from or written to disk here.
+    """
+    c = dataclasses.replace(config)
+    if not isinstance(c.model_dir, str) or not c.model_dir.strip():
+        raise ValueError("--model-dir is required: the folder that holds the run.")
+    spec = registry.get_spec(c.arch)
+    c.dataset = check_choice("dataset", c.dataset or spec.dataset, DATASET_NAMES)
+    check_choice("placement", c.placement, catalog.PLACEMENT_FIGURES)
+    c.shortcut = catalog.resolve_shortcut(c.shortcut)
+    check_choice("projection", c.projection, catalog.PROJECTIONS)
+    check_choice("strategy", c.strategy, STRATEGIES)
+    check_choice("mixed precision", c.mixed_precision, PRECISIONS)
+    c.jit_compile = check_choice("jit_compile", str(c.jit_compile).lower(), JIT_CHOICES)
+    c.verbose = check_choice("verbose", str(c.verbose).lower(), VERBOSITY)
+    imagenet = c.dataset == "imagenet2012"
+    if imagenet != (spec.family == "imagenet" and spec.stem == "imagenet"):
+        raise ValueError(
+            f"arch {c.arch!r} ({spec.family} family, {spec.input_shape[0]}x{spec.input_shape[1]} "
+            f"input) does not match dataset {c.dataset!r}: use an ImageNet arch "
+            f"({', '.join(n for n in registry.list_models('imagenet') if not n.endswith('_cifar'))}) "
+            "with imagenet2012 and a CIFAR arch with cifar10, cifar100 or digits."
+        )
+    if c.batch_size is None:
+        c.batch_size = 256 if imagenet else 128
+    c.batch_size = check_int("batch_size", c.batch_size, minimum=1)
+    c.lr = check_float("lr", c.lr, 0.0, low_open=True)
+    c.momentum = check_float("momentum", c.momentum, 0.0, 1.0, high_open=True)
+    c.weight_decay = check_float("weight_decay", c.weight_decay, 0.0)
+    if c.iterations is not None and c.epochs is not None:
+        raise ValueError("Give --iterations or --epochs, not both.")
+    if c.iterations is not None:
+        check_int("iterations", c.iterations, minimum=1)
+        if imagenet:
+            raise ValueError("--iterations applies to the CIFAR schedule; ImageNet runs in "
+                             "--epochs (default 90).")
+    for name in ("epochs", "steps_per_epoch", "cpu_replicas"):
+        if getattr(c, name) is not None:
+            check_int(name, getattr(c, name), minimum=1)
+    check_int("seed", c.seed, minimum=0)
+    if c.eval_size is None:
+        c.eval_size = EVAL_SIZES[0] if imagenet else None
+    elif not imagenet:
+        raise ValueError("--eval-size applies to imagenet2012 (the 224 or 320 crop); CIFAR "
+                         "and digits are evaluated on the whole 32x32 image.")
+    else:
+        c.eval_size = int(check_choice("eval size", str(c.eval_size), map(str, EVAL_SIZES)))
+    if c.cifar_archive is not None and c.dataset not in ("cifar10", "cifar100"):
+        raise ValueError(f"--cifar-archive applies to cifar10 and cifar100, not {c.dataset}.")
+    c.sync_bn, c.deterministic, c.warmup = bool(c.sync_bn), bool(c.deterministic), bool(c.warmup)
+    return c
+
+
+def verbosity(config, interactive):
+    """Keras' ``verbose`` for ``fit``: a progress bar on a terminal, else a line per epoch."""
+    return (1 if interactive else 2) if config.verbose == "auto" else int(config.verbose)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The paper's step schedule in iterations: ``values[i]`` up to ``boundaries[i]``."""
+
+    total_iterations: int
+    epochs: int
+    boundaries: tuple  # iterations at which the rate changes (warm-up end, then the drops)
+    values: tuple  # one more than boundaries
+    warmup_iterations: int
+    milestones: tuple  # the drops, in iterations
+
+
+def schedule_for(config, steps_per_epoch):
+    """The :class:`Schedule` of a resolved config with ``steps_per_epoch``."""
+    if config.dataset == "imagenet2012":
+        epochs = config.epochs or IMAGENET_EPOCHS
+        total = epochs * steps_per_epoch
+        scale = epochs / IMAGENET_EPOCHS
+        milestones = [round(e * scale * steps_per_epoch) for e in IMAGENET_MILESTONE_EPOCHS]
+    else:
+        if config.epochs is not None:
+            total = config.epochs * steps_per_epoch
+        else:
+            total = config.iterations or CIFAR_ITERATIONS
+        scale = total / CIFAR_ITERATIONS
+        milestones = [round(b * scale) for b in CIFAR_MILESTONES]
+    warmup = round(WARMUP_ITERATIONS * min(1.0, scale)) if config.warmup else 0
+    boundaries, values = [], []
+    if warmup:
+        boundaries.append(warmup)
+        values.append(WARMUP_LR)
+    lr = config.lr
+    for m in milestones:
+        if m > (boundaries[-1] if boundaries else 0):
+            boundaries.append(m)
+            values.append(lr)
+        lr *= LR_DROP
+    values.append(lr)
+    epochs = -(-total // steps_per_epoch)
+    return Schedule(total, epochs, tuple(boundaries), tuple(values), warmup, tuple(milestones))
+
+
+def paper_error(config):
+    """The paper's test error (%) for this configuration, or ``None``."""
+    spec = registry.get_spec(config.arch)
+    if config.shortcut != {"name": "identity"} or config.projection != "B":
+        return None
+    return spec.paper_error.get(config.dataset, {}).get(config.placement)

@@ -1,0 +1,282 @@
+"""The run directory: what a training run writes, how it is recognised, resumed and
+protected. Plain Python: the model is only passed in (``save_weights``/``load_weights``).
+
+Layout (``--model-dir``)::
+
+    config.json        the run's identity and resolved settings; the marker that the
+                       folder is a keras_preact run ("format": RUN_FORMAT)
+    backup/<worker>/   the resume state of each worker, two generations:
+                       epoch-00005.weights.h5 + epoch-00005.json (written last)
+    last.keras, best.keras, checkpoints.json   checkpoints, and which epoch each holds
+    log.csv, tensorboard/, results.json, curves.png, workers/<id>/ (non-chief logs)
+    .lock-<worker>     held while a process writes the run
+
+Every file is written through :mod:`keras_preact.files` (atomically). ``--overwrite``
+removes only the entries above; a folder that holds anything else and no run is
+refused, naming what it holds.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+
+from keras_preact import files
+
+RUN_FORMAT, CONFIG = files.RUN_FORMAT, files.RUN_CONFIG
+BACKUP_FORMAT = "keras_preact.backup/1"
+RESULTS, CHECKPOINTS = "results.json", "checkpoints.json"
+LOG, CURVES, BACKUP = "log.csv", "curves.png", "backup"
+OWN_ENTRIES = (CONFIG, RESULTS, CHECKPOINTS, LOG, CURVES, BACKUP, "tensorboard", "workers",
+               "last.keras", "best.keras")
+_GENERATION = re.compile(r"^epoch-(\d+)\.json$")
+KEEP_GENERATIONS = 2
+
+
+def _tf_config():
+    return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+
+
+def is_chief():
+    """Whether this process is the chief of its cluster (``TF_CONFIG``), or alone."""
+    tf_config = _tf_config()
+    task = tf_config.get("task", {})
+    return task.get("type") in (None, "chief") or (
+        task.get("type") == "worker" and task.get("index") == 0
+        and "chief" not in tf_config.get("cluster", {}))
+
+
+def worker_id():
+    """``chief0`` alone; ``worker1`` ... in a cluster: whose backup and lock are whose."""
+    task = _tf_config().get("task", {})
+    return f"{task.get('type', 'chief')}{task.get('index', 0)}"
+
+
+def lock(model_dir):
+    """The lock this process holds while it writes the run in ``model_dir``."""
+    return files.Lock(os.path.join(model_dir, f".lock-{worker_id()}"),
+                      f"run directory {os.path.abspath(model_dir)!r}")
+
+
+def is_own_entry(name):
+    return name in OWN_ENTRIES or name.startswith(".lock-")
+
+
+def _diff(a, b):
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+@dataclasses.dataclass
+class Found:
+    """What a run directory holds before a run opens it."""
+
+    path: str
+    exists: bool = False
+    foreign: list = dataclasses.field(default_factory=list)  # entries we did not write
+    config: dict = None  # config.json, if it is ours and readable
+    config_error: str = None  # why config.json is not usable
+    backup_identity: dict = None  # the identity recorded with the newest readable backup
+    results: dict = None
+
+    @property
+    def identity(self):
+        return (self.config or {}).get("identity") or self.backup_identity
+
+    @property
+    def ours(self):
+        return self.config is not None or self.backup_identity is not None
+
+
+def inspect(model_dir):
+    """Read what ``model_dir`` holds, without writing anything."""
+    found = Found(os.path.abspath(model_dir))
+    if not os.path.isdir(model_dir):
+        return found
+    found.exists = True
+    found.foreign = files.foreign_entries(model_dir, is_own_entry)
+    if os.path.exists(os.path.join(model_dir, CONFIG)):
+        try:
+            found.config = files.run_config(model_dir)
+        except (ValueError, OSError) as e:
+            found.config_error = str(e).rstrip(".")
+    backup_root = os.path.join(model_dir, BACKUP)
+    if os.path.isdir(backup_root):
+        for worker in sorted(os.listdir(backup_root)):
+            for meta in BackupStore(os.path.join(backup_root, worker)).generations():
+                if meta.get("identity"):
+                    found.backup_identity = meta["identity"]
+                    break
+            if found.backup_identity:
+                break
+    results_path = os.path.join(model_dir, RESULTS)
+    if found.config is not None and os.path.exists(results_path):
+        try:
+            found.results = files.read_json(results_path)
+        except (ValueError, OSError):
+            found.results = None
+    return found
+
+
+def check(config, probe_lock=True):
+    """Decide what opening ``config.model_dir`` will do: ``"new"``, ``"resume"``,
+    ``"finished"`` or ``"overwrite"``; raise ``RefusedError`` (saying what to do)
+    when the folder cannot be used, or (``probe_lock``) when another process is
+    writing it. Writes nothing but the probe of the lock."""
+    found = inspect(config.model_dir)
+    if found.exists and probe_lock:
+        with lock(config.model_dir):
+            pass
+    if not found.exists:
+        files.ensure_directory_possible(config.model_dir, "--model-dir")
+        return "new", found
+    identity = config.identity()
+    if not found.ours:
+        if found.config_error and not found.foreign:
+            raise files.RefusedError(
+                f"{found.config_error}, and no backup confirms which run this is. If it is "
+                f"a keras_preact run, restore {CONFIG} from a copy; otherwise move it away.")
+        entries = [n for n in os.listdir(found.path) if not n.startswith(".lock-")]
+        if not entries:
+            return "new", found
+        raise files.RefusedError(
+            f"--model-dir {found.path!r} holds no keras_preact run (no {CONFIG}) but is not "
+            f"empty: {files.describe_entries(found.path, sorted(entries))}"
+            + (" would be lost with --overwrite" if config.overwrite else "")
+            + ". Choose a new or empty folder.")
+    if found.config is not None and found.backup_identity is not None \
+            and found.config["identity"] != found.backup_identity:
+        raise files.RefusedError(
+            f"{found.path!r} is inconsistent: its {CONFIG} and its backup describe different "
+            f"runs (differ in: {', '.join(_diff(found.config['identity'], found.backup_identity))}"
+            "). Pass --overwrite to discard the run, or choose another --model-dir.")
+    if found.identity != identity:
+        if config.overwrite:
+            return "overwrite", found
+        raise files.RefusedError(
+            f"{found.path!r} holds a run with a different configuration (differs in: "
+            f"{', '.join(_diff(found.identity, identity))}). Use another --model-dir, or "
+            "--overwrite to discard that run.")
+    if config.overwrite:
+        return "overwrite", found
+    if found.results is not None:
+        return "finished", found
+    return "resume", found
+
+
+def remove_own_entries(model_dir):
+    """Delete what a run wrote in ``model_dir`` (never anything else); return what stayed."""
+    for name in os.listdir(model_dir):
+        if is_own_entry(name) and not name.startswith(".lock-"):
+            files.remove_path(os.path.join(model_dir, name))
+    return files.foreign_entries(model_dir, is_own_entry)
+
+
+# -- the resume state -------------------------------------------------------------
+class BackupStore:
+    """A worker's resume state: the weights and optimizer state after each epoch.
+
+    Each generation is ``epoch-NNNNN.weights.h5`` plus ``epoch-NNNNN.json``, the
+    metadata written last (the commit point) with the run's identity, the file's
+    SHA-256 and the training time so far. The previous generation is removed only
+    once a new one is complete; a damaged one is detected on restore and skipped.
+    """
+
+    def __init__(self, directory):
+        self.dir = directory
+
+    def _paths(self, epoch):
+        stem = os.path.join(self.dir, f"epoch-{epoch:05d}")
+        return stem + ".weights.h5", stem + ".json"
+
+    def generations(self):
+        """Readable metadata of the committed generations, newest first."""
+        out = []
+        if not os.path.isdir(self.dir):
+            return out
+        for name in os.listdir(self.dir):
+            match = _GENERATION.match(name)
+            if match:
+                try:
+                    meta = files.read_json(os.path.join(self.dir, name))
+                except (ValueError, OSError):
+                    meta = {"format": None}
+                meta["_epoch"] = int(match.group(1))
+                out.append(meta)
+        return sorted(out, key=lambda m: -m["_epoch"])
+
+    def save(self, model, epoch, identity, train_seconds):
+        os.makedirs(self.dir, exist_ok=True)
+        weights, meta = self._paths(epoch)
+        with files.atomic_path(weights) as tmp:
+            model.save_weights(tmp)
+            files.fault_point("backup.weights")
+        files.fault_point("backup.metadata")
+        files.write_json(meta, {
+            "format": BACKUP_FORMAT, "epoch": epoch, "identity": identity,
+            "weights": os.path.basename(weights), "sha256": files.sha256(weights),
+            "bytes": os.path.getsize(weights), "train_seconds": round(train_seconds, 3),
+        })
+        self.prune()
+
+    def prune(self):
+        """Keep the newest ``KEEP_GENERATIONS`` committed generations; drop the rest and
+        any weights whose metadata was never written."""
+        keep = {m["_epoch"] for m in self.generations()[:KEEP_GENERATIONS]}
+        for name in os.listdir(self.dir):
+            match = re.match(r"^epoch-(\d+)\.(json|weights\.h5)$", name)
+            if match and int(match.group(1)) not in keep:
+                os.remove(os.path.join(self.dir, name))
+        files.remove_stale_temporaries(self.dir)
+
+    def restore(self, model, identity, log=print):
+        """Load the newest intact generation into ``model``; return ``(epoch, seconds)``,
+        ``(0, 0.0)`` when there is none. Damaged generations are reported and skipped."""
+        files.remove_stale_temporaries(self.dir)
+        for meta in self.generations():
+            epoch = meta["_epoch"]
+            problem = self._check(meta, identity)
+            if problem is None:
+                try:
+                    model.load_weights(os.path.join(self.dir, meta["weights"]))
+                    return epoch, float(meta.get("train_seconds", 0.0))
+                except Exception as e:  # noqa: BLE001 - any failure means: not usable
+                    problem = f"it cannot be loaded ({type(e).__name__}: {str(e)[:120]})"
+            log(f"warning: the backup of epoch {epoch} in {self.dir} is damaged ({problem}); "
+                "trying an earlier state.")
+        return 0, 0.0
+
+    def _check(self, meta, identity):
+        if meta.get("format") != BACKUP_FORMAT:
+            return "its metadata is not readable"
+        if meta.get("identity") != identity:
+            raise files.RefusedError(
+                f"The backup in {self.dir} belongs to a run with a different configuration "
+                f"(differs in: {', '.join(_diff(meta.get('identity') or {}, identity))}). "
+                "Use another --model-dir, or --overwrite to discard that run.")
+        path = os.path.join(self.dir, str(meta.get("weights")))
+        if not os.path.isfile(path):
+            return "its weights file is missing"
+        if os.path.getsize(path) != meta.get("bytes") or files.sha256(path) != meta.get("sha256"):
+            return "its weights file is truncated or altered"
+        return None
+
+
+def trim_log(path, epochs):
+    """Keep the rows of the first ``epochs`` epochs of a CSV log (a resumed run
+    rewrites the epochs after its restored state)."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+        fields = rows[0].keys() if rows else None
+    kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) < epochs]
+    if fields is None or len(kept) == len(rows):
+        return
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    with files.atomic_file(path) as f:
+        f.write(out.getvalue())

@@ -1,0 +1,111 @@
+"""What the scripts share: the help layout, argument types, a quiet TensorFlow, and
+one-line errors (exit 2) instead of tracebacks.
+
+Importing this module imports nothing heavy: ``--help`` never loads a backend.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, ROOT)
+
+from keras_preact._validation import UserError  # noqa: E402
+
+# TensorFlow's C++ start-up logging is silenced unless the user asked for a level.
+USER_SET_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL" in os.environ
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default (where it has one)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text \
+                and action.option_strings and not isinstance(action, argparse._StoreFalseAction):
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line that points at --help."""
+
+    def __init__(self, description, **kwargs):
+        super().__init__(description=description, formatter_class=HelpFormatter, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def choices_help(text, choices):
+    return f"{text}; one of: {', '.join(map(str, choices))}"
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text, minimum):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def import_tensorflow():
+    """Import TensorFlow (when installed) with its C++ start-up lines out of the way,
+    unless the user set ``TF_CPP_MIN_LOG_LEVEL``; what an import that fails printed
+    is shown."""
+    if USER_SET_TF_LOG_LEVEL or "tensorflow" in sys.modules:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    with tempfile.TemporaryFile() as captured:
+        saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def one_line(error):
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def run(main, *args):
+    """Call ``main(*args)``; a failure the user can fix is one line on stderr, exit 2."""
+    try:
+        main(*args)
+    except (UserError, ValueError, OSError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,135 @@
+"""keras_preact.files: atomic writes, what is ours, one writer at a time, fault injection."""
+
+import os
+import subprocess
+
+import pytest
+
+from keras_preact import files
+
+from conftest import ROOT, python
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_atomic_file_replaces_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "state.json"
+    files.write_json(str(path), {"epoch": 1})
+    assert files.read_json(str(path)) == {"epoch": 1}
+    with pytest.raises(RuntimeError, match="disk full"):
+        with files.atomic_file(str(path)) as f:
+            f.write('{"epoch": ')
+            raise RuntimeError("disk full")
+    assert files.read_json(str(path)) == {"epoch": 1}  # the old state, untouched
+    assert os.listdir(tmp_path) == ["state.json"]  # and no temporary left behind
+    # Permissions are those of any file the user writes, not mkstemp's 0600.
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_atomic_path_for_writers_that_want_a_name(tmp_path):
+    target = tmp_path / "model.weights.h5"
+    with files.atomic_path(str(target)) as tmp:
+        assert tmp.endswith(".weights.h5") and os.path.dirname(tmp) == str(tmp_path)
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+        assert not target.exists()
+    assert target.read_bytes() == b"new" and os.listdir(tmp_path) == ["model.weights.h5"]
+
+
+def test_damaged_json_is_named(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("")
+    with pytest.raises(ValueError, match=f"{path} is damaged: not valid JSON \\(Expecting value"):
+        files.read_json(str(path))
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected a JSON object, found list"):
+        files.read_json(str(path))
+
+
+def _dead_pid():
+    with python("-c", "pass", wait=False) as proc:
+        proc.wait()
+    return proc.pid
+
+
+def test_only_dead_writers_temporaries_are_removed(tmp_path):
+    import socket
+
+    host = socket.gethostname().replace("-", "_")
+    dead = f".epoch-00003.tmp-{host}-{_dead_pid()}-0123abcd.weights.h5"
+    alive = f".epoch-00004.tmp-{host}-{os.getpid()}-0123abcd.weights.h5"
+    other_host = f".epoch-00005.tmp-elsewhere-{_dead_pid()}-0123abcd.weights.h5"
+    lookalike = ".notes.tmp-mine"  # not our pattern
+    for name in (dead, alive, other_host, lookalike, "user.txt"):
+        (tmp_path / name).write_text("x")
+    files.remove_stale_temporaries(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == sorted([alive, other_host, lookalike, "user.txt"])
+
+
+def test_atomic_directory_replaces_only_what_is_ours(tmp_path):
+    target = tmp_path / "export"
+    with files.atomic_directory(str(target)) as tmp:
+        (tmp_path / tmp / "a.bin").write_bytes(b"1")
+    assert os.listdir(target) == ["a.bin"]
+    assert os.stat(target).st_mode & 0o777 == 0o777 & ~_umask()
+    with pytest.raises(files.RefusedError, match="already exists; pass --overwrite"):
+        with files.atomic_directory(str(target)):
+            pass
+    with pytest.raises(files.RefusedError, match="Refusing to overwrite .*: not mine"):
+        with files.atomic_directory(str(target), overwrite=True, is_ours=lambda p: "not mine"):
+            pass
+    with files.atomic_directory(str(target), overwrite=True, is_ours=lambda p: None) as tmp:
+        (tmp_path / tmp / "b.bin").write_bytes(b"2")
+    assert os.listdir(target) == ["b.bin"] and sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_directory_checks_say_what_is_wrong(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(files.RefusedError, match="is a file, not a folder"):
+        files.ensure_directory(str(tmp_path / "file"), "--model-dir")
+    with pytest.raises(files.RefusedError, match=f"lies under '{tmp_path / 'file'}', which is a file"):
+        files.ensure_directory_possible(str(tmp_path / "file" / "sub"), "--model-dir")
+    assert files.ensure_directory(str(tmp_path / "a" / "b"), "x") == str(tmp_path / "a" / "b")
+
+
+HOLDER = """
+import os, sys
+sys.path.insert(0, {root!r})
+from keras_preact import files
+lock = files.Lock({path!r}, "the thing").acquire()
+print("locked", flush=True)
+sys.stdin.readline()
+os.kill(os.getpid(), 9) if sys.argv[1:] == ["die"] else lock.release()
+"""
+
+
+@pytest.mark.parametrize("ending", ["release", "die"])
+def test_a_second_writer_is_refused_until_the_first_is_gone(tmp_path, ending):
+    path = str(tmp_path / ".lock")
+    with python("-c", HOLDER.format(root=ROOT, path=path), *(["die"] if ending == "die" else []),
+                wait=False, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as holder:
+        assert holder.stdout.readline() == "locked\n"  # the holder has it: no sleeping, no race
+        with pytest.raises(files.Busy, match=f"the thing is in use by process {holder.pid} on "):
+            files.Lock(path, "the thing").acquire()
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=60)
+    with files.Lock(path, "the thing"):  # released, or freed by the kernel with its holder
+        assert os.path.exists(path)
+    assert not os.path.exists(path)
+
+
+def test_fault_points_count_their_passes(monkeypatch):
+    killed = []
+    monkeypatch.setattr(files.os, "kill", lambda pid, sig: killed.append((pid, sig)))
+    monkeypatch.setattr(files, "_fault_counts", {})
+    monkeypatch.setenv(files.FAULT_ENV, "backup.weights@2")
+    files.fault_point("backup.weights")
+    files.fault_point("epoch.end")
+    assert killed == []
+    files.fault_point("backup.weights")
+    assert killed == [(os.getpid(), 9)]

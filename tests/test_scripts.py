@@ -1,0 +1,102 @@
+"""The command lines: fast and complete --help, one-line errors, plots that read."""
+
+import os
+
+import pytest
+
+from conftest import SCRIPTS, call_script, python, script_module
+
+SCRIPT_NAMES = ("train", "export", "benchmark", "plot", "summary", "model_table")
+
+@pytest.mark.parametrize("name", SCRIPT_NAMES)
+def test_help_loads_no_backend(name):
+    args = ["infer", "--help"] if name == "benchmark" else ["--help"]
+    result = python("-X", "importtime", os.path.join(SCRIPTS, f"{name}.py"), *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "keras_preact" in imported
+    assert not imported & {"tensorflow", "keras", "jax", "matplotlib"}, sorted(imported)
+    assert not [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+
+
+def _actions(parser):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _actions(sub)
+        elif not isinstance(action, argparse._HelpAction):
+            yield parser, action
+
+
+@pytest.mark.parametrize("name", [n for n in SCRIPT_NAMES if n != "model_table"])
+def test_every_option_is_explained(name):
+    parser = script_module(name).parser()
+    for _, action in _actions(parser):
+        assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+        if action.choices and action.metavar:  # a named choice lists its values in the help
+            assert all(str(c) in action.help for c in action.choices), action.dest
+    if name == "train":
+        groups = [g.title for g in parser._action_groups]
+        assert groups[2:] == ["model", "data", "optimisation", "distribution and precision",
+                              "output"]
+        text = parser.format_help()
+        assert "--lr LR learning rate after the warm-up (default: 0.1)" in " ".join(text.split())
+        assert "resnet1001" in text and "exclusive_gating" in text
+
+
+@pytest.mark.parametrize("name, argv, message", [
+    ("benchmark", ["infer", "--arch", "resnet20", "--threads", "-1"],
+     "argument --threads: must be an integer >= 1, got -1"),
+    ("benchmark", ["infer", "--export-dir", "/nonexistent"], "holds no manifest.json"),
+    ("summary", ["resnet21", "--no-summary"], "Unknown arch 'resnet21'"),
+    ("summary", ["resnet20", "--classes", "0"], "must be an integer >= 1, got 0"),
+    ("plot", ["/nonexistent/run"], "not a run directory (no log.csv yet): /nonexistent/run"),
+    ("train", ["--model-dir", "x", "--strategy", "tpu"], "invalid choice: 'tpu'"),
+])
+def test_errors_are_one_line(name, argv, message, capsys):
+    code, _, err = call_script(name, argv, capsys)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def _fake_run(path, arch, errors, lr=0.1):
+    from keras_preact import files
+
+    os.makedirs(path)
+    identity = {"arch": arch, "lr": lr, "placement": "full_preact",
+                "shortcut": {"name": "identity"}}
+    files.write_json(os.path.join(path, "config.json"), {
+        "format": "keras_preact.run/1", "steps_per_epoch": 10, "identity": identity,
+        "resolved": identity})
+    with open(os.path.join(path, "log.csv"), "w") as f:
+        f.write("epoch,loss,val_accuracy\n")
+        for epoch, error in enumerate(errors):
+            f.write(f"{epoch},{2.0 / (epoch + 1)},{1 - error / 100}\n")
+
+
+def test_curves_read_at_one_percent_and_runs_are_told_apart(tmp_path):
+    from keras_preact import plotting
+
+    _fake_run(str(tmp_path / "a"), "resnet20", [90.0, 20.0, 5.0, 1.0])
+    _fake_run(str(tmp_path / "b"), "resnet20", [90.0, 30.0, 8.0, 3.0], lr=0.05)
+    _fake_run(str(tmp_path / "c"), "resnet110", [95.0, 50.0, 6.0])
+    fig = plotting.make_figure([str(tmp_path / n) for n in "abc"])
+    error_axis = fig.axes[1]
+    assert error_axis.get_ylim() == (0.0, 20.0)  # the paper's 0-20%: a 1% error reads
+    assert [t.get_text() for t in error_axis.get_legend().get_texts()] == [
+        "resnet20 full_preact (lr=0.1)", "resnet20 full_preact (lr=0.05)", "resnet110 full_preact"]
+    # A run above 20% widens the axis to show it.
+    _fake_run(str(tmp_path / "d"), "resnet20", [90.0, 60.0, 40.0])
+    assert plotting.make_figure([str(tmp_path / "d")]).axes[1].get_ylim() == (0.0, 50.0)
+    # Runs with equal settings are told apart by their folder.
+    _fake_run(str(tmp_path / "e"), "resnet20", [90.0, 20.0, 5.0, 1.0])
+    labels = [t.get_text() for t in plotting.make_figure([str(tmp_path / "a"), str(tmp_path / "e")])
+              .axes[0].get_legend().get_texts()]
+    assert labels == ["resnet20 full_preact (a)", "resnet20 full_preact (e)"]
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
