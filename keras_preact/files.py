@@ -95,8 +95,8 @@ def fsync_path(path):
 
 def _fsync_tree(path):
     if os.path.isdir(path):
-        for root, dirs, files in os.walk(path):
-            for name in files:
+        for root, _, names in os.walk(path):
+            for name in names:
                 fsync_path(os.path.join(root, name))
             fsync_path(root)
     else:
@@ -186,13 +186,15 @@ def _alive(pid):
 
 # -- what is ours ---------------------------------------------------------------------
 def run_config(directory):
-    """The ``config.json`` of the run in ``directory``; ``ValueError`` saying why there is
-    none that keras_preact wrote (``FileNotFoundError`` when there is no file)."""
+    """The ``config.json`` of the run keras_preact wrote in ``directory`` (this version's,
+    marked ``"format": RUN_FORMAT``, or an older one's, which holds ``identity`` and
+    ``resolved``); ``ValueError`` saying why there is none (``FileNotFoundError`` when
+    there is no file)."""
     path = os.path.join(directory, RUN_CONFIG)
     config = read_json(path)
-    if config.get("format") != RUN_FORMAT:
-        raise ValueError(f"{path} was not written by this version of keras_preact (no "
-                         f"\"format\": \"{RUN_FORMAT}\")")
+    if config.get("format") != RUN_FORMAT and not {"identity", "resolved"} <= set(config):
+        raise ValueError(f"{path} was not written by keras_preact (no \"format\": "
+                         f"\"{RUN_FORMAT}\")")
     return config
 
 

@@ -77,6 +77,7 @@ class Found:
     foreign: list = dataclasses.field(default_factory=list)  # entries we did not write
     config: dict = None  # config.json, if it is ours and readable
     config_error: str = None  # why config.json is not usable
+    legacy: bool = False  # config.json of an older keras_preact, which cannot be resumed
     backup_identity: dict = None  # the identity recorded with the newest readable backup
     results: dict = None
 
@@ -98,7 +99,9 @@ def inspect(model_dir):
     found.foreign = files.foreign_entries(model_dir, is_own_entry)
     if os.path.exists(os.path.join(model_dir, CONFIG)):
         try:
-            found.config = files.run_config(model_dir)
+            config = files.run_config(model_dir)
+            found.legacy = config.get("format") != RUN_FORMAT
+            found.config = None if found.legacy else config
         except (ValueError, OSError) as e:
             found.config_error = str(e).rstrip(".")
     backup_root = os.path.join(model_dir, BACKUP)
@@ -132,19 +135,29 @@ def check(config, probe_lock=True):
         files.ensure_directory_possible(config.model_dir, "--model-dir")
         return "new", found
     identity = config.identity()
+    if found.legacy and not found.ours:
+        if config.overwrite:
+            return "overwrite", found
+        raise files.RefusedError(
+            f"{found.path!r} holds a run of an older keras_preact, which this version cannot "
+            "resume: pass --overwrite to train it again (only what keras_preact wrote is "
+            "removed), or choose another --model-dir.")
     if not found.ours:
+        entries = sorted(n for n in os.listdir(found.path) if not n.startswith(".lock-"))
+        if not entries:
+            return "new", found
         if found.config_error and not found.foreign:
             raise files.RefusedError(
                 f"{found.config_error}, and no backup confirms which run this is. If it is "
                 f"a keras_preact run, restore {CONFIG} from a copy; otherwise move it away.")
-        entries = [n for n in os.listdir(found.path) if not n.startswith(".lock-")]
-        if not entries:
-            return "new", found
         raise files.RefusedError(
-            f"--model-dir {found.path!r} holds no keras_preact run (no {CONFIG}) but is not "
-            f"empty: {files.describe_entries(found.path, sorted(entries))}"
+            f"--model-dir {found.path!r} holds no keras_preact run "
+            f"({found.config_error or f'no {CONFIG}'}) but is not empty: "
+            f"{files.describe_entries(found.path, entries)}"
             + (" would be lost with --overwrite" if config.overwrite else "")
             + ". Choose a new or empty folder.")
+    if config.overwrite:
+        return "overwrite", found
     if found.config is not None and found.backup_identity is not None \
             and found.config["identity"] != found.backup_identity:
         raise files.RefusedError(
@@ -152,14 +165,10 @@ def check(config, probe_lock=True):
             f"runs (differ in: {', '.join(_diff(found.config['identity'], found.backup_identity))}"
             "). Pass --overwrite to discard the run, or choose another --model-dir.")
     if found.identity != identity:
-        if config.overwrite:
-            return "overwrite", found
         raise files.RefusedError(
             f"{found.path!r} holds a run with a different configuration (differs in: "
             f"{', '.join(_diff(found.identity, identity))}). Use another --model-dir, or "
             "--overwrite to discard that run.")
-    if config.overwrite:
-        return "overwrite", found
     if found.results is not None:
         return "finished", found
     return "resume", found

@@ -404,6 +404,34 @@ def _diverged_message(config, epoch, batch):
             "--overwrite.")
 
 
+def benchmark_backup(arch, repeats=7, log=print):
+    """Time the epoch-end resume-state write of ``arch`` (weights and SGD momentum):
+    ``BackupStore.save`` against what Keras' ``BackupAndRestore`` does (``save_weights``
+    over one file, in place), alternating, in this process; print and return the figures."""
+    import statistics
+
+    model = registry.get_model(arch)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss="sparse_categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    times = {"in place": [], "atomic": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = rundir.BackupStore(os.path.join(tmp, "atomic"))
+        inplace = os.path.join(tmp, "latest.weights.h5")
+        for epoch in range(1, repeats + 1):
+            for mode, write in (("in place", lambda: model.save_weights(inplace)),
+                                ("atomic", lambda: store.save(model, epoch, {}, 0.0))):
+                start = time.perf_counter()
+                write()
+                times[mode].append(time.perf_counter() - start)
+        size = os.path.getsize(inplace) / 1e6
+    ms = {mode: 1e3 * statistics.median(t) for mode, t in times.items()}
+    log(f"{arch}: resume state {size:.1f} MB; median of {repeats} epoch-end writes: Keras "
+        f"BackupAndRestore-style in place {ms['in place']:.0f} ms, keras_preact atomic "
+        f"{ms['atomic']:.0f} ms (ratio {ms['atomic'] / ms['in place']:.2f})")
+    return {"megabytes": size, "in_place_ms": ms["in place"], "atomic_ms": ms["atomic"]}
+
+
 def weights_digest(weights):
     """SHA-256 of a list of variables, in order (equal weights, equal digest)."""
     digest = hashlib.sha256()

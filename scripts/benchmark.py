@@ -3,9 +3,12 @@
 
     python scripts/benchmark.py infer --arch resnet164               # export to a temp dir, time all
     python scripts/benchmark.py infer --export-dir savedmodels/digits   # time an existing export
+    python scripts/benchmark.py backup --arch resnet1001              # the cost of a safe backup
 
 `infer` prints, for this CPU, latency at batch 1 and throughput at --batch for Keras
 predict_on_batch, the SavedModel, each LiteRT variant (and ONNX), plus artifact sizes.
+`backup` prints the time of an epoch-end resume-state write, atomic (keras_preact) against
+in place (Keras' BackupAndRestore), alternating in one process.
 """
 
 import os
@@ -43,7 +46,20 @@ def parser():
                         help="timed runs per figure (the median is printed)")
     timing.add_argument("--threads", type=_cli.positive_int,
                         help="LiteRT and ONNX Runtime threads (default: every CPU)")
+    backup = sub.add_parser("backup", help="the cost of writing the resume state atomically",
+                            description=__doc__)
+    backup.add_argument("--arch", default="resnet164", metavar="ARCH", help=_cli.choices_help(
+        "the network whose state is written", registry.list_models()))
+    backup.add_argument("--repeats", type=_cli.positive_int, default=7,
+                        help="writes of each kind (the median is printed)")
     return p
+
+
+def backup(args):
+    _cli.import_tensorflow()
+    from keras_preact import training
+
+    training.benchmark_backup(args.arch, repeats=args.repeats)
 
 
 def infer(args):
@@ -71,7 +87,7 @@ def infer(args):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    return _cli.run(infer, args)
+    return _cli.run(infer if args.command == "infer" else backup, args)
 
 
 if __name__ == "__main__":

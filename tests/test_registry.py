@@ -68,3 +68,32 @@ def test_model_table_script(capsys):
     code, out, err = call_script("model_table", [], capsys)
     assert code == 0, err
     assert out.strip() == kp.registry.markdown_table()
+
+
+LAZY = """
+import sys
+import keras_preact
+assert "keras" not in sys.modules, "import keras_preact loaded Keras"
+assert keras_preact.list_models()[0] == "resnet20" and "keras" not in sys.modules
+import keras
+import importlib
+importlib.reload(keras_preact)  # keras is imported now: the layers register at once
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+print(type(model.get_layer("stage1_unit1")).__name__)
+"""
+
+
+def test_import_is_light_and_saved_models_still_load(tmp_path):
+    """``import keras_preact`` loads no backend; with Keras imported, keras.saving.load_model
+    finds the layers."""
+    from conftest import python
+
+    path = str(tmp_path / "m.keras")
+    kp.PreActResNet20().save(path)
+    result = python("-c", LAZY, path, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "FullPreActUnit"
+    fresh = python("-c", "import keras, keras_preact, sys; "
+                   "keras.saving.load_model(sys.argv[1], safe_mode=True); print('ok')", path,
+                   cwd=ROOT)
+    assert fresh.stdout.strip() == "ok", fresh.stderr[-2000:]

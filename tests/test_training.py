@@ -306,6 +306,20 @@ def test_overwrite_removes_only_what_keras_preact_wrote(tmp_path):
     assert (run_dir / "notes.txt").read_text() == "the user's"
 
 
+def test_a_run_of_an_older_keras_preact_is_recognised(tmp_path):
+    run_dir = tmp_path / "old"
+    (run_dir / "backup" / "chief0").mkdir(parents=True)
+    (run_dir / "backup" / "chief0" / "latest.weights.h5").write_text("old BackupAndRestore")
+    config = cfg.resolve_config(cfg.TrainConfig(model_dir=str(run_dir), arch="resnet20",
+                                                dataset="digits"))
+    files.write_json(str(run_dir / "config.json"), {"identity": config.identity(),
+                                                    "resolved": {}})  # no "format"
+    with pytest.raises(files.RefusedError, match="a run of an older keras_preact, which this "
+                       "version cannot resume: pass --overwrite"):
+        rundir.check(config)
+    assert rundir.check(dataclasses.replace(config, overwrite=True))[0] == "overwrite"
+
+
 def test_deleted_config_json_the_backup_keeps_the_identity(tmp_path):
     run_dir = str(tmp_path / "run")
     config = cfg.resolve_config(cfg.TrainConfig(model_dir=run_dir, arch="resnet20",
