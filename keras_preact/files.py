@@ -229,7 +229,7 @@ def sha256(path):
 
 def foreign_entries(directory, ours):
     """Entries of ``directory`` that are not ours: ``ours(name)`` says which are."""
-    return sorted(n for n in os.listdir(directory) if not ours(n) and _TMP_TAG not in n)
+    return sorted(n for n in os.listdir(directory) if not ours(n) and not _TMP_NAME.match(n))
 
 
 def describe_entries(directory, names, limit=6):

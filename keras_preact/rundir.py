@@ -143,7 +143,8 @@ def check(config, probe_lock=True):
             "resume: pass --overwrite to train it again (only what keras_preact wrote is "
             "removed), or choose another --model-dir.")
     if not found.ours:
-        entries = sorted(n for n in os.listdir(found.path) if not n.startswith(".lock-"))
+        # (Locks and the temporaries of a writer, such as another worker's, are not content.)
+        entries = files.foreign_entries(found.path, lambda n: n.startswith(".lock-"))
         if not entries:
             return "new", found
         if found.config_error and not found.foreign:

@@ -350,7 +350,7 @@ def _restore(model, config, action, chief, log):
             log(f"warning: last.keras cannot resume the run ({type(e).__name__}).")
     if not epoch and store.generations():
         log("warning: no usable resume state was found; starting the run over from epoch 0.")
-    rundir.trim_log(os.path.join(config.model_dir, rundir.LOG), epoch)
+    rundir.trim_log(_worker_path(config.model_dir, chief, rundir.LOG), epoch)
     return epoch, seconds
 
 

@@ -147,3 +147,14 @@ def test_shortcut_config_round_trip(rng, name, projection):
     np.testing.assert_array_equal(to_np(clone(x, r)), out)
     assert clone.get_config() == layer.get_config()
     assert keras.saving.get_registered_name(layer.__class__).startswith("keras_preact>")
+
+
+@pytest.mark.parametrize("name", list(sc.SHORTCUTS))
+def test_layer_defaults_are_the_catalogs(name):
+    """The options a command line resolves are the layer's own defaults (said in catalog.py)."""
+    import inspect
+
+    cls = sc.SHORTCUTS[name]
+    params = inspect.signature(cls.__init__).parameters
+    assert cls.options == sc.SHORTCUT_OPTIONS[name]
+    assert {k: params[k].default for k in cls.options} == cls.options
