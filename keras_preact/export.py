@@ -591,14 +591,11 @@ def export_model(source, out, formats=("saved_model", "tflite"), quantize=("none
                                                            seed)
     plans = _plan(source, serving, formats, quantize, preprocessing_on, softmax, input_dtype,
                   tflite_batch, representative_samples, raw_pixels, seed)
-    parent, base = os.path.split(out)
-    files.ensure_directory(parent, "the folder of --out")
-    with files.Lock(os.path.join(parent, f".{base}.lock"), f"export target {out!r}"):
-        with files.atomic_directory(out, overwrite, files.is_export, "export folder") as tmp:
-            artifacts = [_write_artifact(p, tmp, samples, reference, out, log) for p in plans]
-            manifest = _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts,
-                                 checks, verify_samples if verify else 0)
-            files.write_json(os.path.join(tmp, MANIFEST), manifest)
+    with files.atomic_directory(out, overwrite, files.is_export, "export folder") as tmp:
+        artifacts = [_write_artifact(p, tmp, samples, reference, out, log) for p in plans]
+        manifest = _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts,
+                             checks, verify_samples if verify else 0)
+        files.write_json(os.path.join(tmp, MANIFEST), manifest)
     return manifest
 
 

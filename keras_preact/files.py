@@ -5,7 +5,7 @@
   fsync'ed, renamed over the target, and the folder is fsync'ed. Files get the
   permissions of any other file (``0666 & ~umask``), not ``mkstemp``'s 0600.
 * :func:`atomic_directory`: a folder assembled in a hidden sibling and renamed into
-  place; an existing target is replaced only when it is ours.
+  place by one writer at a time; an existing target is replaced only when it is ours.
 * :func:`run_config` / :func:`is_export` / :func:`foreign_entries`: the markers of a
   run directory and of an export, and what a folder holds that we did not write, so
   that ``--overwrite`` removes only our own artifacts and names anything else.
@@ -280,15 +280,24 @@ def atomic_directory(target, overwrite=False, is_ours=None, what="folder"):
 
     An existing non-empty ``target`` is replaced only with ``overwrite`` and only when
     ``is_ours(target)`` returns ``None``; otherwise it returns the reason (the
-    entries that would be lost) and nothing is touched. On failure the temporary
+    entries that would be lost) and nothing is touched. One process writes a target
+    at a time (a :class:`Lock` beside it, ``.<name>.lock``). On failure the temporary
     folder is removed and ``target`` is untouched; the old folder is removed only
     after the new one is in place.
     """
     target = os.path.abspath(os.fspath(target))
     parent, base = os.path.split(target)
-    ensure_directory(parent, "the folder of")
-    check_replaceable(target, overwrite, is_ours, what)
-    remove_stale_temporaries(parent, stem=base.partition(".")[0])
+    ensure_directory(parent, f"the folder of {what}")
+    with Lock(os.path.join(parent, f".{base}.lock"), f"{what} {target!r}"):
+        check_replaceable(target, overwrite, is_ours, what)  # again, now that we hold it
+        remove_stale_temporaries(parent, stem=base.partition(".")[0])
+        with _replacing(target) as tmp:
+            yield tmp
+
+
+@contextlib.contextmanager
+def _replacing(target):
+    parent = os.path.dirname(target)
     tmp = _tmp_name(target)
     os.mkdir(tmp)
     try:
