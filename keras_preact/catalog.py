@@ -9,9 +9,12 @@ layers (``units``, ``shortcuts``) and builders (``models``) bind these names to 
 * ``PROJECTIONS``: how a change of shape is met ("A" zero-pad, "B" project where the
   shape changes, "C" project everywhere).
 * The CIFAR (6n+2 / 9n+2) and ImageNet (18 ... 200) stage tables.
+* ``LAYOUTS``: the ImageNet layouts (the paper's and those of the published
+  pretrained pre-activation ResNets) and ``IMAGENET_WEIGHTS``, those weights.
 """
 
 import numbers
+import os
 
 from keras_preact._validation import check_choice, check_float
 
@@ -61,6 +64,70 @@ IMAGENET_STAGES = {
     152: ("bottleneck", (3, 8, 36, 3)),
     200: ("bottleneck", (3, 24, 36, 3)),
 }
+
+
+# The ImageNet networks' layouts (the builders' ``layout=``): the paper's, and the two
+# under which pretrained pre-activation ResNets are published. Each says exactly where it
+# departs from the paper; the units are the same layer classes in all three.
+LAYOUTS = {
+    "paper": (
+        "the authors' fb.resnet.torch preresnet.lua: 7x7/2 conv-BN-ReLU stem and 3x3/2 "
+        "max-pool; the stride on the 3x3 conv of the first unit of stages 2-4, padded one "
+        "pixel on each side; no conv biases; BN epsilon 1e-5, momentum 0.9"),
+    "timm": (
+        "timm resnetv2 and keras-hub ResNetBackbone(use_pre_activation=True): as the paper, "
+        "except that the stem has no BN-ReLU (7x7/2 conv, then the 3x3/2 max-pool padded "
+        "with -inf); the first unit's BN-ReLU comes after the pool and is shared with its "
+        "projection"),
+    "keras_applications": (
+        "keras.applications ResNet50V2/101V2/152V2 (the TF-slim layout): the stem conv has a "
+        "bias and no BN-ReLU (its raw output is zero-padded for the max-pool); the stride "
+        "sits on the last unit of stages 1-3 (stage 4 is unstrided), whose shortcut "
+        "subsamples the raw input (a 1x1/2 max-pool); the projections and the last 1x1 conv "
+        "of every unit have biases; BN epsilon 1.001e-5, momentum 0.99"),
+}
+LAYOUT_BN = {  # (momentum, epsilon) of each layout
+    "paper": (BN_MOMENTUM, BN_EPSILON),
+    "timm": (BN_MOMENTUM, BN_EPSILON),
+    "keras_applications": (0.99, 1.001e-5),
+}
+
+# keras.applications' published ResNet V2 ImageNet weights (layout "keras_applications"):
+# file names and MD5 hashes as keras.applications itself fetches them
+# (keras/src/applications/resnet.py; a test pins them), the preprocessing they expect
+# ((x - 127.5) / 127.5, i.e. [-1, 1]) and the accuracy keras.io publishes for them
+# (single 224x224 crop; the source's figures, not measured here).
+IMAGENET_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+IMAGENET_WEIGHTS = {
+    50: {"source": "ResNet50V2", "name": "resnet50v2",
+         "md5": ("3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917"),
+         "top1": 76.0, "top5": 93.0},
+    101: {"source": "ResNet101V2", "name": "resnet101v2",
+          "md5": ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5"),
+          "top1": 77.2, "top5": 93.8},
+    152: {"source": "ResNet152V2", "name": "resnet152v2",
+          "md5": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
+          "top1": 78.0, "top5": 94.2},
+}
+KERAS_APPLICATIONS_NORMALISATION = ((127.5,) * 3, (127.5,) * 3)  # (mean, std), 0-255 pixels
+
+
+def imagenet_weights_file(depth, include_top=True):
+    """(file name, md5) of keras.applications' published weights for ``depth``."""
+    if depth not in IMAGENET_WEIGHTS:
+        raise ValueError(
+            f"weights='imagenet' exists for depths {', '.join(map(str, IMAGENET_WEIGHTS))} "
+            f"(keras.applications' ResNet V2 weights), not ResNet-{depth}.")
+    entry = IMAGENET_WEIGHTS[depth]
+    suffix = "" if include_top else "_notop"
+    return (f"{entry['name']}_weights_tf_dim_ordering_tf_kernels{suffix}.h5",
+            entry["md5"][0 if include_top else 1])
+
+
+def is_keras_applications_file(weights):
+    """Whether ``weights`` names keras.applications' own (legacy HDF5) weights file."""
+    return (isinstance(weights, (str, os.PathLike)) and os.fspath(weights).endswith(".h5")
+            and not os.fspath(weights).endswith(".weights.h5"))
 
 
 def cifar_stage_units(depth, form="bottleneck"):

@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from keras_preact import files, registry
+from keras_preact import catalog, files, preprocessing, registry
 from keras_preact._validation import UserError, check_choice, check_int
 from keras_preact.preprocessing import INPUT_NAME, LOGITS, PROBABILITIES
 
@@ -112,7 +112,13 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
         check_choice("dataset", dataset, data_lib.DATASETS)
     if arch is not None:
         keras_model = _build_arch(arch, classes, input_shape, dataset, builder_kwargs)
-        source, run = Source(keras_model, f"arch:{arch}", arch=arch, trained=False), {}
+        weights = builder_kwargs.get("weights")
+        source, run = Source(keras_model, f"arch:{arch}" + (f" weights:{weights}" if weights
+                                                             else ""),
+                             arch=arch, trained=weights is not None), {}
+        if normalisation is None and (weights == "imagenet"
+                                      or catalog.is_keras_applications_file(weights)):
+            normalisation = catalog.KERAS_APPLICATIONS_NORMALISATION
     else:
         if builder_kwargs or classes is not None:
             raise ValueError("classes and builder options only apply with `arch`; a saved "
@@ -121,6 +127,8 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
         from keras_preact.models import load_keras_file
 
         source = Source(load_keras_file(keras_path), os.path.abspath(keras_path))
+        if normalisation is None:  # a converted pretrained model carries its preprocessing
+            source.model, normalisation = preprocessing.split_normalization(source.model)
     resolved = run.get("resolved", {})
     source.arch = source.arch or resolved.get("arch")
     source.dataset = dataset or resolved.get("dataset")
@@ -253,8 +261,6 @@ def inference_copy(model):
 
 def build_serving(source, preprocessing_on=None, softmax=True, input_dtype="float32"):
     """The Keras model that is exported: raw images in, named logits/probabilities out."""
-    from keras_preact import preprocessing
-
     if preprocessing_on is None:
         preprocessing_on = source.normalisation is not None
     if preprocessing_on and source.normalisation is None:

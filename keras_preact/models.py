@@ -19,6 +19,12 @@ Layouts (the paper's appendix and the authors' code):
   sits on the 3x3 convolution (``stride_on="3x3"``, as fb.resnet.torch's
   pre-ResNet). ``stem="cifar"`` swaps the stem for a 3x3/1 conv with no
   max-pool: the 32x32 PreActResNet-18 of CIFAR reproductions.
+* ImageNet ``layout=``: ``"paper"`` (the default, above), ``"timm"`` (timm's
+  resnetv2 and keras-hub's pre-activation ResNetBackbone) or
+  ``"keras_applications"`` (keras.applications' ResNet50V2/101V2/152V2); each is
+  described, with where it departs from the paper, in
+  ``keras_preact.catalog.LAYOUTS``. ``weights="imagenet"`` loads keras.applications'
+  published weights into the ``"keras_applications"`` layout (depths 50, 101, 152).
 * Pre-activation placements (``full_preact``, ``relu_only_preact``): the
   first unit is activated once before the split (its shortcut sees the
   activated stem output; after the ImageNet stem, whose BN-ReLU already
@@ -38,8 +44,6 @@ from keras import layers
 
 from keras_preact._validation import check_choice, check_int
 from keras_preact.catalog import (  # noqa: F401 - the depth tables are public here too
-    BN_EPSILON,
-    BN_MOMENTUM,
     CIFAR_STRIDES,
     CIFAR_UNITS_PER_STAGE,
     CIFAR_WIDTHS,
@@ -48,7 +52,11 @@ from keras_preact.catalog import (  # noqa: F401 - the depth tables are public h
     IMAGENET_STAGES,
     IMAGENET_STRIDES,
     IMAGENET_WIDTHS,
+    IMAGENET_WEIGHTS,
+    LAYOUT_BN,
+    LAYOUTS,
     STEMS,
+    is_keras_applications_file,
     cifar_stage_units,
     imagenet_stages,
 )
@@ -56,6 +64,7 @@ from keras_preact.shortcuts import he_normal_fan_out
 from keras_preact.units import PLACEMENTS, ResidualUnit, check_sync_bn
 
 POOLINGS = (None, "avg", "max")
+IMAGENET_WEIGHTS_DEPTHS = tuple(IMAGENET_WEIGHTS)
 
 # Defaults of each family: input shape, classes, which conv carries the stride.
 FAMILY_DEFAULTS = {
@@ -71,6 +80,34 @@ UNIT_OPTIONS = tuple(
     p for p in inspect.signature(ResidualUnit.__init__).parameters
     if p not in ("self", "filters", "strides", "form", "preact", "kwargs") + _SHARED
 )
+
+
+@keras.saving.register_keras_serializable(package="keras_preact")
+class PaddedMaxPooling2D(layers.Layer):
+    """Max-pooling over an input padded with -inf on every side (Torch's and timm's
+    ``MaxPool2d(k, s, padding)``): padding never wins the max, whatever the sign of
+    the input. (Keras' ``padding="same"`` pads only the bottom and right of an even
+    input; ``ZeroPadding2D`` is exact only after a ReLU.)"""
+
+    def __init__(self, pool_size=3, strides=2, padding=1, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = check_int("pool_size", pool_size, minimum=1)
+        self.strides = check_int("strides", strides, minimum=1)
+        self.padding = check_int("padding", padding, minimum=0)
+
+    def call(self, x):
+        p = self.padding
+        x = keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=float("-inf"))
+        return keras.ops.max_pool(x, self.pool_size, self.strides, padding="valid")
+
+    def compute_output_shape(self, input_shape):
+        size = [None if d is None else (d + 2 * self.padding - self.pool_size) // self.strides + 1
+                for d in input_shape[1:3]]
+        return (input_shape[0], *size, input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "padding": self.padding}
 
 
 # -- loading saved models and weights ---------------------------------------------
@@ -157,19 +194,21 @@ def load_weights(model, path):
 
 # -- argument checks ---------------------------------------------------------
 def _check_weights(weights):
-    if weights is None:
-        return None
+    if weights is None or weights == "imagenet":
+        return weights
     if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(f"`weights` must be None or a file path, got {weights!r}.")
+        raise ValueError(f"`weights` must be None, 'imagenet' or a file path, got {weights!r}.")
     path = os.fspath(weights)
-    if not path.endswith((".weights.h5", ".keras")):
+    if not path.endswith((".h5", ".keras")):
         raise ValueError(
-            f"`weights` must be None or the path to a '.weights.h5' or '.keras' "
-            f"file, got {weights!r}. No hosted pretrained weights exist yet."
+            f"`weights` must be None, 'imagenet' (keras.applications' ResNet V2 weights, "
+            "depths 50/101/152), or the path to a '.weights.h5' or '.keras' file (or to "
+            f"keras.applications' downloaded '.h5' file), got {weights!r}."
         )
     if not os.path.isfile(path):
         raise ValueError(f"`weights` file not found: {path!r}.")
     return path
+
 
 
 def _check_input_shape(input_shape, min_size):
@@ -224,8 +263,9 @@ def build_resnet(
     classifier_activation="softmax",
     name="resnet",
     placement="full_preact",
-    bn_momentum=BN_MOMENTUM,
-    bn_epsilon=BN_EPSILON,
+    layout="paper",
+    bn_momentum=None,
+    bn_epsilon=None,
     sync_bn=False,
     kernel_regularizer=None,
     **unit_options,
@@ -235,44 +275,81 @@ def build_resnet(
     Args:
         stage_units: residual units per stage, e.g. ``(18, 18, 18)``.
         widths: residual-function width of each stage.
-        strides: stride of the first unit of each stage.
+        strides: stride of each stage (on its first unit; see ``layout``).
         form: ``"basic"`` or ``"bottleneck"``.
         stem: ``"cifar"`` (3x3/1 conv) or ``"imagenet"`` (7x7/2 conv, max-pool).
-        include_top ... name: the keras.applications arguments.
+        include_top ... name: the keras.applications arguments. ``weights`` is
+            None, or a ``.keras`` or ``.weights.h5`` file of this architecture
+            (``weights="imagenet"`` is handled by the ImageNet builders).
         placement: the residual unit of Fig. 4 (``keras_preact.units.PLACEMENTS``).
+        layout: ``"paper"``, ``"timm"`` or ``"keras_applications"``
+            (``keras_preact.catalog.LAYOUTS``); the latter two need the ImageNet
+            stem and a pre-activation placement.
         bn_momentum, bn_epsilon, sync_bn, kernel_regularizer: for every BN and
-            convolution of the network (stem and head included).
+            convolution of the network (stem and head included); the BN defaults
+            are the layout's (``catalog.LAYOUT_BN``).
         **unit_options: the residual units' own options (``shortcut``,
             ``projection``, ``stride_on``, ``zero_init_residual``, ...; see
             ``keras_preact.units.ResidualUnit``).
     """
     form = check_choice("residual form", form, FORMS)
     stem = check_choice("stem", stem, STEMS)
+    layout = check_choice("layout", layout, LAYOUTS)
     unit_cls = PLACEMENTS[check_choice("placement", placement, PLACEMENTS)]
     _check_unit_options(unit_options)
+    unit_options = _layout_options(layout, stem, unit_cls, unit_options)
     _check_top(include_top, pooling, classes, classifier_activation)
     weights = _check_weights(weights)
+    if weights == "imagenet" or is_keras_applications_file(weights):
+        raise ValueError(
+            "weights='imagenet' (keras.applications' ResNet V2 weights, or their .h5 file) "
+            "exists only for PreActResNet50, PreActResNet101 and PreActResNet152.")
     sync_bn = check_sync_bn(sync_bn)
-    shared = dict(bn_momentum=bn_momentum, bn_epsilon=bn_epsilon, sync_bn=sync_bn,
-                  kernel_regularizer=kernel_regularizer)
+    momentum, epsilon = LAYOUT_BN[layout]
+    shared = dict(bn_momentum=momentum if bn_momentum is None else bn_momentum,
+                  bn_epsilon=epsilon if bn_epsilon is None else bn_epsilon,
+                  sync_bn=sync_bn, kernel_regularizer=kernel_regularizer)
     preact_net = bool(unit_cls.preactivation)
 
     inputs = _inputs(input_tensor, input_shape, (4 if stem == "imagenet" else 1)
                      * _product(strides))
-    x, first_preact = _stem(inputs, stem, widths[0], preact_net, **shared)
-    x = _stages(x, unit_cls, stage_units, widths, strides, form, first_preact,
-                **shared, **unit_options)
+    x, first_preact = _stem(inputs, stem, layout, widths[0], preact_net, **shared)
+    x = _stages(x, unit_cls, _unit_plan(layout, stage_units, strides, first_preact),
+                widths, form, **shared, **unit_options)
     if preact_net:  # the extra BN-ReLU after the last addition
         x = layers.BatchNormalization(name="post_bn", **_bn_kw(**shared))(x)
         x = layers.ReLU(name="post_relu")(x)
     x = _head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer)
 
     if input_tensor is not None:
-        inputs = keras.utils.get_source_inputs(input_tensor)
+        sources = keras.utils.get_source_inputs(input_tensor)
+        inputs = sources[0] if len(sources) == 1 else sources
     model = keras.Model(inputs, x, name=name)
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _layout_options(layout, stem, unit_cls, unit_options):
+    """The unit options with what the layout fixes; a conflicting option is an error."""
+    if layout == "paper":
+        return unit_options
+    if stem != "imagenet":
+        raise ValueError(f"layout={layout!r} is an ImageNet layout; stem='cifar' networks "
+                         "have only layout='paper'.")
+    if not unit_cls.preactivation:
+        raise ValueError(f"layout={layout!r} is a pre-activation layout; placement "
+                         f"{unit_cls.placement!r} has only layout='paper'.")
+    fixed = {"stride_on": "3x3", "output_bias": layout == "keras_applications"}
+    if layout == "keras_applications":
+        fixed["projection"] = "B"
+    wrong = [f"{k}={unit_options[k]!r}" for k, v in fixed.items()
+             if k in unit_options and unit_options[k] != v]
+    if wrong:
+        raise ValueError(f"layout={layout!r} fixes {', '.join(fixed)} (see "
+                         f"keras_preact.catalog.LAYOUTS); drop {', '.join(wrong)} or use "
+                         "layout='paper'.")
+    return {**unit_options, **fixed}
 
 
 def _product(values):
@@ -318,36 +395,61 @@ def _bn_kw(bn_momentum, bn_epsilon, sync_bn, **_):
     return dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
 
 
-def _conv_kw(kernel_regularizer, **_):
-    return dict(use_bias=False, kernel_initializer=he_normal_fan_out(),
+def _conv_kw(kernel_regularizer, use_bias=False, **_):
+    return dict(use_bias=use_bias, kernel_initializer=he_normal_fan_out(),
                 kernel_regularizer=kernel_regularizer)
 
 
-def _stem(x, stem, width, preact_net, **shared):
+def _stem(x, stem, layout, width, preact_net, **shared):
     """The stem, and how the first unit is pre-activated after it."""
-    if stem == "imagenet":
-        x = layers.ZeroPadding2D(3, name="stem_pad")(x)
-        x = layers.Conv2D(width, 7, strides=2, name="stem_conv", **_conv_kw(**shared))(x)
+    if stem == "cifar":
+        x = layers.Conv2D(width, 3, padding="same", name="stem_conv", **_conv_kw(**shared))(x)
+        if not preact_net:
+            x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
+            x = layers.ReLU(name="stem_relu")(x)
+        return x, "shared"
+    x = layers.ZeroPadding2D(3, name="stem_pad")(x)
+    x = layers.Conv2D(width, 7, strides=2, name="stem_conv",
+                      **_conv_kw(**shared, use_bias=layout == "keras_applications"))(x)
+    if layout == "paper":
         x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
         x = layers.ReLU(name="stem_relu")(x)
-        x = layers.ZeroPadding2D(1, name="pool_pad")(x)
+        x = layers.ZeroPadding2D(1, name="pool_pad")(x)  # exact: the input is >= 0
         return layers.MaxPooling2D(3, strides=2, name="stem_pool")(x), "none"
-    x = layers.Conv2D(width, 3, padding="same", name="stem_conv", **_conv_kw(**shared))(x)
-    if not preact_net:
-        x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
-        x = layers.ReLU(name="stem_relu")(x)
-    return x, "shared"
+    if layout == "timm":
+        return PaddedMaxPooling2D(3, 2, 1, name="stem_pool")(x), "auto"
+    x = layers.ZeroPadding2D(1, name="pool_pad")(x)  # keras.applications' zeros, as published
+    return layers.MaxPooling2D(3, strides=2, name="stem_pool")(x), "auto"
 
 
-def _stages(x, unit_cls, stage_units, widths, strides, form, first_preact, **unit_kw):
-    """The residual stages; the first unit of a pre-activation net follows the stem."""
-    for s, (units, width, stride) in enumerate(zip(stage_units, widths, strides), start=1):
-        for u in range(1, units + 1):
-            extra = {}
-            if unit_cls.preactivation and s == 1 and u == 1:
-                extra["preact"] = first_preact
-            x = unit_cls(width, form=form, strides=stride if u == 1 else 1,
-                         name=f"stage{s}_unit{u}", **unit_kw, **extra)(x)
+def _unit_plan(layout, stage_units, strides, first_preact):
+    """Per stage, the per-unit options: its stride and, where the layout needs them,
+    its projection and pre-activation."""
+    plan = []
+    for s, (units, stride) in enumerate(zip(stage_units, strides)):
+        stage = [{"strides": 1} for _ in range(units)]
+        if layout == "keras_applications":
+            # The next stage's stride, on this stage's last unit, whose shortcut subsamples
+            # the raw input (keras.applications' MaxPooling2D(1, strides=2)).
+            after = strides[s + 1] if s + 1 < len(strides) else 1
+            if after != 1:
+                stage[-1].update(strides=after, projection="A", preact="residual")
+        else:
+            stage[0]["strides"] = stride
+        plan.append(stage)
+    if first_preact != "auto":
+        plan[0][0]["preact"] = first_preact
+    return plan
+
+
+def _stages(x, unit_cls, plan, widths, form, **unit_kw):
+    """The residual stages, one unit per entry of ``plan``."""
+    for s, (stage, width) in enumerate(zip(plan, widths), start=1):
+        for u, options in enumerate(stage, start=1):
+            if not unit_cls.preactivation:
+                options = {k: v for k, v in options.items() if k != "preact"}
+            x = unit_cls(width, form=form, name=f"stage{s}_unit{u}",
+                         **{**unit_kw, **options})(x)
     return x
 
 
@@ -384,22 +486,69 @@ def preact_resnet_cifar(depth, form="bottleneck", *, input_shape=None, classes=N
     )
 
 
-def preact_resnet_imagenet(depth, *, stem="imagenet", input_shape=None, classes=None,
-                           name=None, stride_on=None, placement="full_preact", **kwargs):
+def preact_resnet_imagenet(depth, *, stem="imagenet", layout=None, weights=None,
+                           include_top=True, input_shape=None, classes=None, name=None,
+                           stride_on=None, placement="full_preact", **kwargs):
     """An ImageNet-family network (18, 34, 50, 101, 152, 200); ``stem="cifar"``
-    gives the 32x32 variant (3x3/1 stem, no max-pool, 10 classes by default)."""
+    gives the 32x32 variant (3x3/1 stem, no max-pool, 10 classes by default).
+
+    ``layout`` is ``"paper"`` (the default), ``"timm"`` or ``"keras_applications"``
+    (``keras_preact.catalog.LAYOUTS``). ``weights="imagenet"`` (depths 50, 101, 152)
+    loads keras.applications' published ResNet V2 weights, converted, into the
+    ``"keras_applications"`` layout (the default layout then); so does the path to
+    their downloaded ``.h5`` file. Their inputs are pixels scaled to [-1, 1]
+    (``catalog.KERAS_APPLICATIONS_NORMALISATION``).
+    """
     form, units = imagenet_stages(depth)
     stem = check_choice("stem", stem, STEMS)
+    weights = _check_weights(weights)
+    pretrained = weights == "imagenet" or is_keras_applications_file(weights)
+    cached = False
+    if layout is None:
+        layout = "keras_applications" if pretrained else "paper"
+    layout = check_choice("layout", layout, LAYOUTS)
+    if pretrained:
+        from keras_preact import convert
+
+        _check_pretrained(depth, stem, layout, placement, include_top, classes, kwargs)
+        if weights == "imagenet":  # fetched before the build: offline fails at once
+            weights = convert.imagenet_weights_path(depth, include_top)
+            cached = True
     defaults = FAMILY_DEFAULTS["imagenet" if stem == "imagenet" else "imagenet_cifar_stem"]
-    suffix = "" if stem == "imagenet" else "_cifar"
-    return build_resnet(
+    suffix = ("" if stem == "imagenet" else "_cifar") + ("" if layout == "paper" else f"_{layout}")
+    model = build_resnet(
         units, IMAGENET_WIDTHS, IMAGENET_STRIDES, form, stem,
+        weights=None if pretrained else weights, include_top=include_top, layout=layout,
         input_shape=input_shape or defaults["input_shape"],
         classes=defaults["classes"] if classes is None else classes,
         stride_on=stride_on or defaults["stride_on"],
         name=name or _default_name(depth, check_choice("placement", placement, PLACEMENTS), suffix),
         placement=placement, **kwargs,
     )
+    if pretrained:
+        convert.load_imagenet_weights(model, depth, include_top, weights, keep=cached)
+    return model
+
+
+def _check_pretrained(depth, stem, layout, placement, include_top, classes, options):
+    from keras_preact.catalog import imagenet_weights_file, resolve_shortcut
+
+    imagenet_weights_file(depth)  # a depth they exist for
+    problems = []
+    if layout != "keras_applications":
+        problems.append(f"layout={layout!r} (they are for layout='keras_applications')")
+    if stem != "imagenet":
+        problems.append("stem='cifar'")
+    if placement != "full_preact":
+        problems.append(f"placement={placement!r}")
+    if resolve_shortcut(options.get("shortcut", "identity"))["name"] != "identity":
+        problems.append(f"shortcut={options['shortcut']!r}")
+    if include_top and classes not in (None, 1000):
+        problems.append(f"classes={classes} with the top (use include_top=False for a new head)")
+    if problems:
+        raise ValueError("keras.applications' ImageNet weights fit the full pre-activation "
+                         f"ResNet-{depth} with identity shortcuts and 1000 classes, not "
+                         + "; ".join(problems) + ".")
 
 
 def _named_builder(family, depth, form=None):
@@ -435,7 +584,10 @@ def _named_builder(family, depth, form=None):
         "input_shape, pooling, classes, classifier_activation, name), placement\n"
         "(default 'full_preact'), shortcut (default 'identity') and the other options of\n"
         "keras_preact.build_resnet and keras_preact.units.ResidualUnit"
-        + (" (and stem)" if family != "cifar" else "") + ".\n"
+        + (" (and stem, layout; see keras_preact.models.preact_resnet_imagenet)"
+           if family != "cifar" else "") + ".\n"
+        + ("weights='imagenet' loads keras.applications' ResNet%dV2 weights.\n" % depth
+           if depth in IMAGENET_WEIGHTS_DEPTHS and family != "cifar" else "")
     )
     return builder
 

@@ -9,6 +9,8 @@ outputs. Only ``keras`` (imported when used): the wrapped model runs on every
 backend and saves as ``.keras``.
 """
 
+import numpy as np
+
 from keras_preact._validation import check_choice
 
 INPUT_NAME = "images"
@@ -40,6 +42,24 @@ def normalization(mean, std, name="normalize"):
     return keras.layers.Rescaling(scale=[1.0 / s for s in std],
                                   offset=[-m / s for m, s in zip(mean, std)],
                                   name=name, dtype="float32")
+
+
+def split_normalization(model):
+    """``(network, (mean, std))`` of a model that starts with :func:`normalization`
+    (a ``Rescaling`` named ``normalize`` on its input, as the converted pretrained
+    models of ``keras_preact.convert`` do), else ``(model, None)``. ``network`` is the
+    rest of the model (shared layers, same weights), taking normalised inputs."""
+    import keras
+
+    layer = next((x for x in model.layers if x.name == "normalize"), None)
+    if (not isinstance(layer, keras.layers.Rescaling) or len(model.inputs) != 1
+            or layer.input is not model.inputs[0]):
+        return model, None
+    scale = np.broadcast_to(np.asarray(layer.scale, "float64"), (3,))
+    offset = np.broadcast_to(np.asarray(layer.offset, "float64"), (3,))
+    mean, std = -offset / scale, 1.0 / scale
+    network = keras.Model(layer.output, model.outputs[0], name=model.name)
+    return network, (tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
 
 def serving_model(model, normalisation=None, softmax=True, input_dtype="float32",

@@ -70,6 +70,8 @@ class Shortcut(layers.Layer):
         filters: channels of the unit's output (and so of the shortcut).
         strides: spatial stride of the unit.
         projection: ``"A"``, ``"B"`` or ``"C"`` (see module docstring).
+        projection_bias: give the projection a bias (keras.applications'
+            ResNet V2 layout; the paper's projections have none).
         kernel_initializer, kernel_regularizer: for any 1x1 convolution.
 
     Subclasses set ``kind`` (their name in ``keras_preact.catalog``, which holds
@@ -91,11 +93,13 @@ class Shortcut(layers.Layer):
         filters,
         strides=1,
         projection="B",
+        projection_bias=False,
         kernel_initializer=None,
         kernel_regularizer=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.projection_bias = bool(projection_bias)
         self.filters = check_int("filters", filters, minimum=1)
         self.strides = check_int("strides", strides, minimum=1)
         self.projection = check_choice("projection", projection, PROJECTIONS)
@@ -135,7 +139,7 @@ class Shortcut(layers.Layer):
             )
         self.proj = None
         if self.mode == "project":
-            self.proj = self._conv1x1("projection")
+            self.proj = self._conv1x1("projection", use_bias=self.projection_bias)
             self.proj.build(input_shape)
         self.build_variant(input_shape)
         self.built = True
@@ -169,6 +173,7 @@ class Shortcut(layers.Layer):
             filters=self.filters,
             strides=self.strides,
             projection=self.projection,
+            projection_bias=self.projection_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer)
             if self.kernel_regularizer

@@ -27,9 +27,17 @@ Pre-activation units (d, e) can place their pre-activation in three ways
 (``preact``): ``"residual"`` on the residual branch only (the shortcut sees
 ``x``), ``"shared"`` once before the split so that the shortcut sees the
 activated input, or ``"none"`` (the input is already activated, as after the
-ImageNet stem). ``"auto"`` shares it where the unit projects a change of shape,
-as the paper's appendix and the authors' code do, and otherwise keeps the
-identity path clean.
+ImageNet stem). ``"auto"`` shares it where the unit changes shape (whether the
+shortcut projects or, with projection ``"A"``, subsamples and zero-pads), as the
+authors' code does (fb.resnet.torch ``preresnet.lua``: ``both_preact`` on the
+first unit of every stage; resnet-1k-layers: "common BN, ReLU" where the
+dimensions increase), and otherwise keeps the identity path clean.
+
+A strided convolution wider than 1x1 is padded symmetrically, ``(k - 1) // 2``
+zeros on every side, then convolved without padding, as Torch's
+``SpatialConvolution(..., stride, stride, 1, 1)`` does. (Keras' ``"same"`` pads
+only the bottom and right of an even input, which moves the 3x3 window one pixel
+off the stride-2 shortcut's grid.)
 """
 
 import keras
@@ -45,10 +53,8 @@ from keras_preact.catalog import (
     PROJECTIONS,
 )
 from keras_preact.shortcuts import (
-    SHORTCUTS,
     he_normal_fan_out,
     make_shortcut,
-    match_mode,
     resolve_shortcut,
     strided_shape,
 )
@@ -57,7 +63,7 @@ STRIDE_ON = ("first", "3x3")
 PREACT_MODES = ("auto", "residual", "shared", "none")
 
 # Operation tokens used by the placement tables below.
-CONV, BN, RELU = "conv", "bn", "relu"
+BN, RELU = "bn", "relu"
 
 
 def check_sync_bn(sync_bn):
@@ -92,6 +98,10 @@ class ResidualUnit(layers.Layer):
         sync_bn: synchronise BN statistics across replicas (TensorFlow only).
         zero_init_residual: initialise the last BN gamma (or, where F ends in
             a convolution, its kernel) to zero so the unit starts as ``h``.
+        output_bias: give the last convolution of F and the shortcut's
+            projection a bias (keras.applications' ResNet V2 layout; the
+            paper's units have none: every convolution feeds a BN or an
+            addition).
         kernel_initializer: defaults to He-normal over the fan-out.
         kernel_regularizer: applied to every convolution kernel.
     """
@@ -121,6 +131,7 @@ class ResidualUnit(layers.Layer):
         bn_epsilon=BN_EPSILON,
         sync_bn=False,
         zero_init_residual=False,
+        output_bias=False,
         kernel_initializer=None,
         kernel_regularizer=None,
         **kwargs,
@@ -147,6 +158,7 @@ class ResidualUnit(layers.Layer):
         self.bn_epsilon = check_float("bn_epsilon", bn_epsilon, 0.0, low_open=True)
         self.sync_bn = check_sync_bn(sync_bn)
         self.zero_init_residual = bool(zero_init_residual)
+        self.output_bias = bool(output_bias)
         self.kernel_initializer = keras.initializers.get(
             kernel_initializer or he_normal_fan_out()
         )
@@ -175,21 +187,24 @@ class ResidualUnit(layers.Layer):
         if self.preact != "auto":
             return self.preact
         changes = self.strides != 1 or in_channels != self.out_channels
-        mode = match_mode(
-            self.projection, self.strides, in_channels, self.out_channels,
-            SHORTCUTS[self.shortcut_spec["name"]].always_project,
-        )
-        return "shared" if changes and mode == "project" else "residual"
+        return "shared" if changes else "residual"
 
-    def _make(self, token, name, conv=None):
-        if token == CONV:
-            kernel, filters, strides = conv
-            return layers.Conv2D(
-                filters, kernel, strides=strides, padding="same", use_bias=False,
-                kernel_initializer=self.kernel_initializer,
-                kernel_regularizer=self.kernel_regularizer,
-                dtype=self.dtype_policy, name=name,
-            )
+    def _conv(self, spec, index, last):
+        """The convolution ``index`` of F, preceded by its symmetric padding if strided."""
+        kernel, filters, strides = spec
+        pad = []
+        if strides > 1 and kernel > 1:
+            pad = [layers.ZeroPadding2D((kernel - 1) // 2, dtype=self.dtype_policy,
+                                        name=f"pad{index}")]
+        return pad + [layers.Conv2D(
+            filters, kernel, strides=strides, padding="valid" if pad else "same",
+            use_bias=self.output_bias and last,
+            kernel_initializer=self.kernel_initializer,
+            kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy, name=f"conv{index}",
+        )]
+
+    def _make(self, token, name):
         if token == BN:
             return layers.BatchNormalization(
                 momentum=self.bn_momentum, epsilon=self.bn_epsilon,
@@ -219,13 +234,14 @@ class ResidualUnit(layers.Layer):
         self.branch = []
         specs = self._conv_specs()
         for i, spec in enumerate(specs, start=1):
-            self.branch.append(self._make(CONV, f"conv{i}", spec))
+            self.branch += self._conv(spec, i, last=i == len(specs))
             tail = self.last_conv_tail if i == len(specs) else self.after_conv
             self.branch += [self._make(t, f"{t}{i}") for t in tail]
         # The shortcut h, which also performs the merge.
         self.shortcut = make_shortcut(
             self.shortcut_spec, self.out_channels, strides=self.strides,
-            projection=self.projection, kernel_initializer=self.kernel_initializer,
+            projection=self.projection, projection_bias=self.output_bias,
+            kernel_initializer=self.kernel_initializer,
             kernel_regularizer=self.kernel_regularizer, dtype=self.dtype_policy,
             name="shortcut",
         )
@@ -294,6 +310,7 @@ class ResidualUnit(layers.Layer):
             bn_epsilon=self.bn_epsilon,
             sync_bn=self.sync_bn,
             zero_init_residual=self.zero_init_residual,
+            output_bias=self.output_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer)
             if self.kernel_regularizer

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Export a trained run (or an untrained arch) to SavedModel, LiteRT and ONNX, verified.
+"""Export a trained run, a converted model or an arch to SavedModel, LiteRT and ONNX, verified.
 
     python scripts/export.py --model runs/digits --quantize none int8
     python scripts/export.py --model runs/r164/best.keras --formats saved_model tflite onnx
     python scripts/export.py --arch resnet164 --formats tflite --out savedmodels/resnet164_graph
+    python scripts/export.py --arch resnet50 --weights imagenet --dataset imagenet2012
 
 Every artifact is loaded by its runtime and compared with the Keras model before the
 folder appears at --out (default savedmodels/NAME); see savedmodels/README.md. An
@@ -25,7 +26,7 @@ def parser():
     what.add_argument("--model", metavar="PATH", help="a training run directory "
                       "(scripts/train.py --model-dir) or a .keras file")
     what.add_argument("--arch", metavar="ARCH", help=_cli.choices_help(
-        "an untrained registry network (graph only)", registry.list_models()))
+        "a registry network: untrained (graph only), or with --weights", registry.list_models()))
     source.add_argument("--checkpoint", default="last", choices=export.CHECKPOINTS,
                         help="which checkpoint of a run directory")
     arch = p.add_argument_group("with --arch")
@@ -34,6 +35,11 @@ def parser():
         "residual unit", catalog.PLACEMENT_FIGURES))
     arch.add_argument("--shortcut", metavar="NAME[:key=value,...]", help=_cli.choices_help(
         "shortcut", catalog.SHORTCUT_OPTIONS))
+    arch.add_argument("--weights", metavar="imagenet|PATH", help="'imagenet' "
+                      "(keras.applications' ResNet V2 weights: resnet50/101/152, their [-1, 1] "
+                      "preprocessing inside the artifacts), their .h5 file, or a "
+                      ".weights.h5/.keras file")
+    arch.add_argument("--layout", help=_cli.choices_help("ImageNet layout", catalog.LAYOUTS))
     arch.add_argument("--input-shape", type=_cli.positive_int, nargs=3, metavar=("H", "W", "C"),
                       help="image size of the artifacts (also for a model that takes any size)")
     formats = p.add_argument_group("artifacts")
@@ -75,8 +81,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if (args.mean is None) != (args.std is None):
         p.error("--mean and --std go together")
-    if args.arch is None and (args.placement or args.shortcut or args.classes):
-        p.error("--classes, --placement and --shortcut apply to --arch")
+    if args.arch is None and (args.placement or args.shortcut or args.classes or args.weights
+                              or args.layout):
+        p.error("--classes, --placement, --shortcut, --weights and --layout apply to --arch")
     name = args.arch or os.path.basename(os.path.normpath(args.model)).removesuffix(".keras")
     out = args.out or os.path.join("savedmodels", name)
     return _cli.run(export_to, args, out)
@@ -87,8 +94,8 @@ def export_to(args, out):
     export.check_formats(args.formats, args.quantize, args.tflite_batch or None,
                          args.representative_samples, args.verify_samples)
     export.check_target(out, args.overwrite)
-    builder = {k: v for k, v in (("placement", args.placement), ("shortcut", args.shortcut))
-               if v}
+    builder = {k: v for k, v in (("placement", args.placement), ("shortcut", args.shortcut),
+                                 ("weights", args.weights), ("layout", args.layout)) if v}
     _cli.import_tensorflow()
     source = export.load_source(
         model=args.model, arch=args.arch, checkpoint=args.checkpoint, classes=args.classes,

@@ -61,6 +61,11 @@ def test_forms_and_stride_position(form, kernels, widths, stride_on):
     strided = 0 if stride_on == "first" else kernels.index(3)
     assert [c.strides[0] for c in convs] == [2 if i == strided else 1 for i in range(len(convs))]
     assert not any(c.use_bias for c in convs)
+    # A strided 3x3 is padded one pixel on every side (Torch's pad 1), then unpadded.
+    pads = {l.name: l.padding for l in unit.branch if isinstance(l, keras.layers.ZeroPadding2D)}
+    assert [c.padding for c in convs] == [
+        "valid" if i == strided and kernels[i] == 3 else "same" for i in range(len(convs))]
+    assert pads == ({f"pad{strided + 1}": ((1, 1), (1, 1))} if kernels[strided] == 3 else {})
     y = unit(np.zeros((1, 32, 32, 8), "float32"))
     assert tuple(y.shape) == (1, 16, 16, widths[-1])
 
@@ -167,9 +172,11 @@ def test_preact_modes(rng):
     same = U.FullPreActUnit(16)
     same.build(x.shape)
     assert same.preact_mode == "residual"  # identity shortcut sees the raw x
+    # fb.resnet.torch's both_preact: a unit that changes shape activates once before the
+    # split, also where projection "A" subsamples and zero-pads instead of projecting.
     padded = U.FullPreActUnit(32, strides=2, projection="A")
     padded.build(x.shape)
-    assert padded.preact_mode == "residual"
+    assert padded.preact_mode == "shared"
     first = U.FullPreActUnit(16, preact="shared")
     first.build(x.shape)
     assert first.preact_mode == "shared" and len(first.pre) == 2
