@@ -147,8 +147,8 @@ def _converter_normalisation(preprocessor):
     import numpy as np
 
     scale = np.broadcast_to(np.asarray(scale, "float64"), (3,))
-    offset = np.broadcast_to(np.asarray(getattr(converter, "offset", None) or 0.0,
-                                        "float64"), (3,))
+    offset = getattr(converter, "offset", None)
+    offset = np.broadcast_to(np.asarray(0.0 if offset is None else offset, "float64"), (3,))
     return tuple(float(v) for v in -offset / scale), tuple(float(v) for v in 1.0 / scale)
 
 

@@ -100,7 +100,10 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
     the training normalisation from ``config.json``. ``dataset`` (and
     ``data_dir``/``cifar_archive``) names the data for calibration and
     verification, and for an ``arch`` or a bare ``.keras`` file also the
-    normalisation; ``normalisation=(mean, std)`` sets it explicitly.
+    normalisation; ``normalisation=(mean, std)`` sets it explicitly. A ``.keras``
+    file that starts with its own ``normalize`` layer (a model converted by
+    ``keras_preact.convert``) gives that preprocessing; ``weights="imagenet"`` in
+    ``builder_kwargs`` gives keras.applications' [-1, 1] scaling.
     ``input_shape`` fixes the artifacts' image size (for ``arch``, the network's).
     """
     from keras_preact import data as data_lib

@@ -210,7 +210,6 @@ def _check_weights(weights):
     return path
 
 
-
 def _check_input_shape(input_shape, min_size):
     try:
         shape = tuple(None if d is None else int(d) for d in input_shape)

@@ -208,3 +208,13 @@ def test_weights_imagenet_offline_fails_fast_and_says_what_to_download(
     accepted[0][0].close()
     server.close()
     assert not any(tmp_path.rglob("*.h5")), "a failed download left a file behind"
+
+
+def test_published_weights_are_keras_applications_own_files():
+    from keras.src.applications import resnet
+
+    assert catalog.IMAGENET_WEIGHTS_URL == resnet.BASE_WEIGHTS_PATH
+    for depth, entry in catalog.IMAGENET_WEIGHTS.items():
+        assert entry["md5"] == resnet.WEIGHTS_HASHES[entry["name"]]
+        assert catalog.imagenet_weights_file(depth, include_top=False) == (
+            f"{entry['name']}_weights_tf_dim_ordering_tf_kernels_notop.h5", entry["md5"][1])
