@@ -107,11 +107,11 @@ def from_keras_hub(model, include_preprocessing=None, normalisation=None):
             f"channels_last); this one has {', '.join(differ) or config['block_type']}.")
     depth = _depth(form, config["stackwise_num_blocks"], model)
     head = model if backbone is not model else None
-    top = {"include_top": False, "pooling": None, "input_shape": backbone.input_shape[1:]}
+    top = {"include_top": head is not None, "pooling": None,
+           "input_shape": backbone.input_shape[1:]}
     if head is not None:
-        dense = head.output_dense
-        top = {"include_top": True, "pooling": None, "input_shape": backbone.input_shape[1:],
-               "classes": dense.units, "classifier_activation": _activation(dense)}
+        top.update(classes=head.output_dense.units,
+                   classifier_activation=_activation(head.output_dense))
         if type(head.pooler).__name__ != "GlobalAveragePooling2D":
             raise ConversionError("keras_preact's top pools by global average; this "
                                   "classifier pools by max. Convert its backbone instead.")
