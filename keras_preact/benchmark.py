@@ -1,4 +1,9 @@
-"""Inference benchmark: Keras against the exported artifacts, side by side in one run.
+"""Benchmarks that print figures: inference per runtime, and training speed.
+
+:func:`train` times training of a network, unrolled and scanned (``scan_units``), beside
+the plain-Keras reference of ``../shared/bench`` (``anchor_keras.py``): build time, first
+step (tracing and compilation), steady images/s and peak memory, each variant in a fresh
+process, with ratios. The rest of this module is the inference benchmark:
 
 ``infer(export_dir)`` times, on this machine, the Keras serving model (the
 float32 network with its preprocessing, ``predict_on_batch``), the SavedModel
@@ -10,8 +15,12 @@ Figures are printed, not asserted; the variants run in one process so that they
 share the machine's load.
 """
 
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
@@ -85,3 +94,173 @@ def infer(export_dir, batch=32, repeats=20, threads=None, serving=None, log=prin
         else:
             log(f"{name:34s} {row['latency_ms']:13.2f} {row['throughput']:19.1f} {size}")
     return rows
+
+
+# -- training: build, first step, steady speed, peak memory ------------------------------
+# The plain-Keras reference (../shared/bench/anchor_keras.py) names the same networks so.
+ANCHOR_ARCHS = {"resnet110": "preact110", "resnet164": "preact164", "resnet1001": "preact1001"}
+ANCHOR_ENV = "KERAS_PREACT_ANCHOR"  # where anchor_keras.py is, if not ../shared/bench
+
+
+def anchor_path():
+    """The plain-Keras reference script, or None where this checkout has none beside it."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for path in (os.environ.get(ANCHOR_ENV),
+                 os.path.join(here, "..", "shared", "bench", "anchor_keras.py")):
+        if path and os.path.isfile(path):
+            return os.path.abspath(path)
+    return None
+
+
+def fit_timings(model, batch, steps, shape, classes, jit_compile=True):
+    """Compile ``model`` as the reference does and fit 3 epochs of ``steps`` batches of
+    synthetic data; return (first epoch seconds, best later epoch seconds)."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=jit_compile)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch * steps, *shape), dtype=np.float32)
+    y = rng.integers(0, classes, batch * steps)
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.perf_counter() - self.start)
+
+    model.fit(x, y, batch_size=batch, epochs=3, verbose=0, callbacks=[Timer()])
+    return times[0], min(times[1:])
+
+
+def _train_child(spec):
+    """One measurement in this process (a fresh one per variant: peak memory is its own)."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(spec["precision"])
+    start = time.perf_counter()
+    if spec["kind"] == "anchor":
+        import importlib.util
+
+        loader = importlib.util.spec_from_file_location("anchor_keras", spec["anchor"])
+        anchor = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(anchor)
+        depth = int(ANCHOR_ARCHS[spec["arch"]][len("preact"):])
+        model = anchor.cifar_preact(depth, bottleneck=depth != 110)
+        jit = True  # as the reference compiles
+    else:
+        from keras_preact import registry
+
+        model = registry.get_model(spec["arch"], classifier_activation=None,
+                                   scan_units=spec["scan"], remat=spec["remat"],
+                                   kernel_regularizer=keras.regularizers.L2(5e-5))
+        jit = spec["jit"]
+    build = time.perf_counter() - start
+    shape, classes = tuple(model.input_shape[1:]), model.output_shape[-1]
+    first, steady = fit_timings(model, spec["batch"], spec["steps"], shape, classes, jit)
+    step = steady / spec["steps"]
+    out = {"build_s": build, "first_step_s": first - (spec["steps"] - 1) * step,
+           "images_per_s": spec["batch"] / step, "step_ms": 1e3 * step}
+    if keras.backend.backend() == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            out["device_peak_gb"] = stats["peak_bytes_in_use"] / 2**30
+    print(json.dumps(out), flush=True)
+
+
+def _run_child(spec, timeout):
+    """Run one measurement in a child process; its figures and its peak resident memory."""
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "keras_preact.benchmark", "train-child",
+                                 json.dumps(spec)], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                return {"error": f"stopped after {timeout} s"}
+            time.sleep(0.2)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        lines = out.read().strip().splitlines()
+    peak = usage.ru_maxrss / 2**20  # KiB on Linux
+    for line in reversed(lines):
+        if line.startswith("{"):
+            return {**json.loads(line), "peak_rss_gb": peak}
+    last = lines[-1] if lines else f"exit code {proc.returncode}"
+    if proc.returncode < 0 or proc.returncode == 137:
+        last = f"killed (signal {-proc.returncode}), peak memory {peak:.1f} GB"
+    return {"error": last[:160], "peak_rss_gb": peak}
+
+
+def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
+          precision="float32", jit="auto", reference=True, timeout=600, log=print):
+    """Time training of ``arch`` in each of ``forms`` (``"unrolled"``, ``"scanned"``) and,
+    with ``reference``, the plain-Keras reference network, each in its own process, one
+    after the other on this machine; print a table with ratios to the first row."""
+    import keras
+
+    backend = keras.backend.backend()
+    if jit == "auto":  # as train.py: XLA on JAX, and on TensorFlow where there is a GPU
+        jit = backend == "jax" or _has_accelerator()
+    jit = jit in (True, "on")
+    specs = []
+    anchor = anchor_path() if reference else None
+    if reference and anchor and arch in ANCHOR_ARCHS:
+        specs.append(("plain Keras (reference)", {"kind": "anchor", "anchor": anchor}))
+    elif reference:
+        log(f"(no reference: {'no anchor_keras.py found' if not anchor else arch + ' is not one of ' + ', '.join(ANCHOR_ARCHS)})")
+    for form in forms:
+        label = f"keras_preact {form}" + (" + remat" if remat and form == "scanned" else "")
+        specs.append((label, {"kind": "ours", "scan": form == "scanned",
+                              "remat": bool(remat and form == "scanned"), "jit": jit}))
+    log(f"{arch} training on {backend} ({_device_name()}), batch {batch}, {precision}, "
+        f"3 epochs of {steps} steps on synthetic data, each variant in its own process; "
+        f"keras_preact jit_compile={jit}, the reference always jit-compiles")
+    log(f"{'variant':34s} {'build (s)':>10s} {'first step (s)':>15s} {'images/s':>10s} "
+        f"{'peak RSS (GB)':>14s}")
+    rows, base = [], None
+    for label, spec in specs:
+        spec = {**spec, "arch": arch, "batch": batch, "steps": steps, "precision": precision}
+        row = {"variant": label, **_run_child(spec, timeout)}
+        rows.append(row)
+        if "error" in row:
+            log(f"{label:34s} failed: {row['error']}")
+            continue
+        base = base or row
+        ratios = ("" if base is row else "   ratios to " + base["variant"] + ": " + ", ".join(
+            f"{what} {row[key] / base[key]:.2f}x" for what, key in (
+                ("build", "build_s"), ("first step", "first_step_s"),
+                ("speed", "images_per_s"), ("memory", "peak_rss_gb"))))
+        device = f", device peak {row['device_peak_gb']:.2f} GB" if "device_peak_gb" in row else ""
+        log(f"{label:34s} {row['build_s']:10.1f} {row['first_step_s']:15.1f} "
+            f"{row['images_per_s']:10.1f} {row['peak_rss_gb']:14.2f}{ratios}{device}")
+    return rows
+
+
+def _has_accelerator():
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _device_name():
+    return "accelerator" if _has_accelerator() else f"CPU, {os.cpu_count()} cores"
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["train-child"]:
+    _train_child(json.loads(sys.argv[2]))

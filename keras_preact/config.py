@@ -35,7 +35,18 @@ WARMUP_ITERATIONS, WARMUP_LR = 400, 0.01
 LR_DROP = 0.1
 
 # Fields that may differ between two invocations of the same run.
-VOLATILE_FIELDS = ("model_dir", "overwrite", "data_dir", "cifar_archive", "verbose", "plot")
+# (scan_units and remat change how the network is run, not what it computes; a run keeps
+# the form it started with, see scan_choice.)
+VOLATILE_FIELDS = ("model_dir", "overwrite", "data_dir", "cifar_archive", "verbose", "plot",
+                   "scan_units", "remat", "steps_per_execution")
+SCAN_CHOICES = ("auto", "on", "off")
+# scan_units="auto", by measurement on the 2-core CPU (build, first step, steady step at
+# batch 8; scripts/benchmark.py train): TensorFlow scans every net (ResNet-164 first step
+# 29.8 -> 7.1 s, steady step 0.226 -> 0.201 s; ResNet-1001 219 -> 12 s). JAX on the CPU runs
+# the scanned backward pass about 4x slower (XLA:CPU's convolutions inside a loop), so it
+# scans only the nets too deep to compile unrolled (ResNet-1001: out of memory unrolled,
+# first step 33 s at 3.5 GB scanned).
+JAX_SCAN_MIN_UNITS = 300
 
 
 @dataclasses.dataclass
@@ -56,6 +67,9 @@ class TrainConfig:
     steps_per_epoch: int = None  # default: the training set's size // batch_size
     mixed_precision: str = "off"
     jit_compile: str = "auto"
+    scan_units: str = "auto"  # "on": identical units as one scanned layer (SCAN_CHOICES)
+    remat: bool = False  # recompute the scanned units' activations in the backward pass
+    steps_per_execution: int = 1  # training steps per compiled call (Keras' compile option)
     seed: int = 0
     deterministic: bool = False
     strategy: str = "auto"
@@ -92,6 +106,11 @@ def resolve_config(config):
     check_choice("mixed precision", c.mixed_precision, PRECISIONS)
     c.jit_compile = check_choice("jit_compile", str(c.jit_compile).lower(), JIT_CHOICES)
     c.verbose = check_choice("verbose", str(c.verbose).lower(), VERBOSITY)
+    c.scan_units = check_choice("scan_units", str(c.scan_units).lower(), SCAN_CHOICES)
+    c.remat = bool(c.remat)
+    if c.remat and c.scan_units == "off":
+        raise ValueError("--remat recomputes the scanned units' activations: use it with "
+                         "--scan-units on or auto, not off.")
     imagenet = c.dataset == "imagenet2012"
     if imagenet != (spec.family == "imagenet" and spec.stem == "imagenet"):
         raise ValueError(
@@ -113,6 +132,7 @@ def resolve_config(config):
         if imagenet:
             raise ValueError("--iterations applies to the CIFAR schedule; ImageNet runs in "
                              "--epochs (default 90).")
+    check_int("steps_per_execution", c.steps_per_execution, minimum=1)
     for name in ("epochs", "steps_per_epoch", "cpu_replicas"):
         if getattr(c, name) is not None:
             check_int(name, getattr(c, name), minimum=1)
@@ -128,6 +148,20 @@ def resolve_config(config):
         raise ValueError(f"--cifar-archive applies to cifar10 and cifar100, not {c.dataset}.")
     c.sync_bn, c.deterministic, c.warmup = bool(c.sync_bn), bool(c.deterministic), bool(c.warmup)
     return c
+
+
+def scan_choice(config, backend, recorded=None):
+    """Whether the run's network is built with ``scan_units``: the form the run was started
+    with (``recorded``, from its config.json), else ``--scan-units``, where ``auto`` is the
+    faster form by measurement on ``backend`` (see ``JAX_SCAN_MIN_UNITS``)."""
+    if recorded in ("on", "off"):
+        return recorded == "on"
+    if config.scan_units != "auto":
+        return config.scan_units == "on"
+    if config.remat:
+        return True
+    units = sum(registry.get_spec(config.arch).stage_units)
+    return backend != "jax" or units >= JAX_SCAN_MIN_UNITS
 
 
 def verbosity(config, interactive):

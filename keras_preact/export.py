@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from keras_preact import catalog, files, preprocessing, registry
+from keras_preact import catalog, convert, files, preprocessing, registry
 from keras_preact._validation import UserError, check_choice, check_int
 from keras_preact.preprocessing import INPUT_NAME, LOGITS, PROBABILITIES
 
@@ -132,6 +132,12 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
         source = Source(load_keras_file(keras_path), os.path.abspath(keras_path))
         if normalisation is None:  # a converted pretrained model carries its preprocessing
             source.model, normalisation = preprocessing.split_normalization(source.model)
+    from keras_preact.scanned import ScannedUnits
+
+    if any(isinstance(layer, ScannedUnits) for layer in source.model.layers):
+        # The artifacts hold the unrolled network (the same weights): every format and
+        # runtime takes it, and the layers read as in the paper.
+        source.model = convert.unroll(source.model)
     resolved = run.get("resolved", {})
     source.arch = source.arch or resolved.get("arch")
     source.dataset = dataset or resolved.get("dataset")

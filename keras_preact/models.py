@@ -34,6 +34,7 @@ Layouts (the paper's appendix and the authors' code):
 """
 
 import inspect
+import json
 import os
 import re
 import warnings
@@ -59,6 +60,14 @@ from keras_preact.catalog import (  # noqa: F401 - the depth tables are public h
     is_keras_applications_file,
     cifar_stage_units,
     imagenet_stages,
+)
+from keras_preact.scanned import (
+    ScannedUnits,
+    assign_unrolled,
+    runs,
+    scanned_name,
+    unrolled_variables,
+    unrolled_weights,
 )
 from keras_preact.shortcuts import he_normal_fan_out
 from keras_preact.units import PLACEMENTS, ResidualUnit, check_sync_bn
@@ -140,6 +149,11 @@ def load_keras_file(path):
             "saved again.") from None
 
 
+def _unit_shape(model, path, variable):
+    """The shape one unit's weight ``path`` has in ``model`` (a stacked weight's slice)."""
+    return variable.shape if path == variable.path else variable.shape[1:]
+
+
 def _first_line(error):
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
@@ -157,10 +171,14 @@ def load_weights(model, path):
     """
     if path.endswith(".keras"):
         source = load_keras_file(path)
-        theirs = {w.path: w for w in source.weights}
-        ours = {w.path: w for w in model.weights}
-        differ = [f"{p}: {tuple(theirs[p].shape)} in the file, {tuple(w.shape)} in the model"
-                  for p, w in ours.items() if p in theirs and theirs[p].shape != w.shape]
+        # Matched as the unrolled network names them, so either form (scan_units or
+        # not) loads into either.
+        theirs = unrolled_weights(source)
+        ours = {p: v for p, (v, _) in unrolled_variables(model).items()}
+        differ = [f"{p}: {tuple(theirs[p].shape)} in the file, "
+                  f"{tuple(_unit_shape(model, p, w))} in the model"
+                  for p, w in ours.items()
+                  if p in theirs and tuple(theirs[p].shape) != tuple(_unit_shape(model, p, w))]
         missing = [p for p in ours if p not in theirs]
         extra = [p for p in theirs if p not in ours]
         if differ or missing or extra:
@@ -173,8 +191,7 @@ def load_weights(model, path):
                 f"The weights in {path!r} (model {source.name!r}) do not fit {model.name!r}: "
                 f"{', '.join(parts)}. Build the same architecture (arch, placement, shortcut, "
                 "projection, classes) as the file.")
-        for p, w in ours.items():
-            w.assign(theirs[p].value)
+        assign_unrolled(model, theirs)
         return model
     try:
         with warnings.catch_warnings():  # Keras' aside on a mismatch; the error below says it
@@ -267,6 +284,8 @@ def build_resnet(
     bn_epsilon=None,
     sync_bn=False,
     kernel_regularizer=None,
+    scan_units=False,
+    remat=False,
     **unit_options,
 ):
     """Build a residual network from a stage table. The named builders call this.
@@ -287,6 +306,11 @@ def build_resnet(
         bn_momentum, bn_epsilon, sync_bn, kernel_regularizer: for every BN and
             convolution of the network (stem and head included); the BN defaults
             are the layout's (``catalog.LAYOUT_BN``).
+        scan_units: hold each run of identical units (units 2..n of a stage) in one
+            ``keras_preact.scanned.ScannedUnits`` layer, applied by a scan: the same
+            network, traced and compiled once per run instead of once per unit.
+        remat: recompute the scanned units' activations in the backward pass
+            (needs ``scan_units=True``): activation memory stops growing with depth.
         **unit_options: the residual units' own options (``shortcut``,
             ``projection``, ``stride_on``, ``zero_init_residual``, ...; see
             ``keras_preact.units.ResidualUnit``).
@@ -298,6 +322,9 @@ def build_resnet(
     _check_unit_options(unit_options)
     unit_options = _layout_options(layout, stem, unit_cls, unit_options)
     _check_top(include_top, pooling, classes, classifier_activation)
+    if remat and not scan_units:
+        raise ValueError("remat=True recomputes the activations of scanned units; use it "
+                         "with scan_units=True.")
     weights = _check_weights(weights)
     if weights == "imagenet" or is_keras_applications_file(weights):
         raise ValueError(
@@ -314,7 +341,7 @@ def build_resnet(
                      * _product(strides))
     x, first_preact = _stem(inputs, stem, layout, widths[0], preact_net, **shared)
     x = _stages(x, unit_cls, _unit_plan(layout, stage_units, strides, first_preact),
-                widths, form, **shared, **unit_options)
+                widths, form, scan=(bool(scan_units), bool(remat)), **shared, **unit_options)
     if preact_net:  # the extra BN-ReLU after the last addition
         x = layers.BatchNormalization(name="post_bn", **_bn_kw(**shared))(x)
         x = layers.ReLU(name="post_relu")(x)
@@ -441,14 +468,25 @@ def _unit_plan(layout, stage_units, strides, first_preact):
     return plan
 
 
-def _stages(x, unit_cls, plan, widths, form, **unit_kw):
-    """The residual stages, one unit per entry of ``plan``."""
+def _stages(x, unit_cls, plan, widths, form, scan=(False, False), **unit_kw):
+    """The residual stages, one unit per entry of ``plan``; with ``scan=(True, remat)``
+    each run of identical units that keep their input's shape is one ``ScannedUnits``."""
+    scan_units, remat = scan
     for s, (stage, width) in enumerate(zip(plan, widths), start=1):
-        for u, options in enumerate(stage, start=1):
-            if not unit_cls.preactivation:
-                options = {k: v for k, v in options.items() if k != "preact"}
-            x = unit_cls(width, form=form, name=f"stage{s}_unit{u}",
-                         **{**unit_kw, **options})(x)
+        units = [{**unit_kw, **{k: v for k, v in options.items()
+                                if k != "preact" or unit_cls.preactivation}}
+                 for options in stage]
+        out = width * EXPANSION[form]
+        keys = [json.dumps(options, sort_keys=True, default=repr)
+                if scan_units and options["strides"] == 1
+                and (x.shape[-1] if u == 0 else out) == out else None
+                for u, options in enumerate(units)]
+        for start, count in runs(keys):
+            name = f"stage{s}_unit{start + 1}"
+            unit = unit_cls(width, form=form, name=name, **units[start])
+            if count > 1:
+                unit = ScannedUnits(unit, count, remat=remat, name=scanned_name(name, count))
+            x = unit(x)
     return x
 
 

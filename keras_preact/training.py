@@ -20,6 +20,7 @@ import time
 import keras
 
 from keras_preact import files, registry, rundir
+from keras_preact.scanned import ScannedUnits
 from keras_preact._validation import UserError
 from keras_preact.config import (  # noqa: F401 - the configuration API is public here too
     DATASET_NAMES,
@@ -28,6 +29,7 @@ from keras_preact.config import (  # noqa: F401 - the configuration API is publi
     TrainConfig,
     paper_error,
     resolve_config,
+    scan_choice,
     schedule_for,
     verbosity,
 )
@@ -240,11 +242,16 @@ def train(config, log=print):
     )
     schedule = schedule_for(config, data.steps_per_epoch)
     scope = strategy.scope if strategy is not None else contextlib.nullcontext
+    # A run keeps the form (scanned or unrolled) it was started with: its resume state is
+    # matched by position.
+    recorded = None if config.overwrite else (rundir.inspect(config.model_dir).config or {})
+    scan = scan_choice(config, keras.backend.backend(), (recorded or {}).get("scan_units"))
     with scope():
-        model = _build_model(config, data, schedule, strategy)
+        model = _build_model(config, data, schedule, strategy, scan)
 
     chief = rundir.is_chief()
-    record = _config_record(config, data, schedule, n_replicas)
+    record = {**_config_record(config, data, schedule, n_replicas),
+              "scan_units": "on" if scan else "off"}
     with _open_run(config, record, chief, log) as (action, checkpoints):
         with scope():
             start_epoch, seconds = _restore(model, config, action, chief, log)
@@ -265,7 +272,7 @@ def train(config, log=print):
     return results
 
 
-def _build_model(config, data, schedule, strategy):
+def _build_model(config, data, schedule, strategy, scan=False):
     # The ImageNet nets are fully convolutional: evaluating on the paper's 320 crop
     # needs an input of free size (training still feeds 224 crops).
     input_shape = data.input_shape
@@ -276,6 +283,7 @@ def _build_model(config, data, schedule, strategy):
         placement=config.placement, shortcut=config.shortcut,
         projection=config.projection, sync_bn=config.sync_bn,
         kernel_regularizer=coupled_l2(config.weight_decay), classifier_activation=None,
+        scan_units=scan, remat=scan and config.remat,
     )
     jit = config.jit_compile
     if jit == "auto":
@@ -286,6 +294,7 @@ def _build_model(config, data, schedule, strategy):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=jit in (True, "true"),
+        steps_per_execution=config.steps_per_execution,
     )
     # The optimizer's variables exist before a backup is loaded into them.
     model.optimizer.build(model.trainable_variables)
@@ -368,12 +377,15 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
         Checkpoints(config.model_dir, chief=chief, record=checkpoints),
     ]
     try:
-        model.fit(
-            data.train_stream(schedule.epochs, start_epoch), epochs=schedule.epochs,
-            initial_epoch=start_epoch, steps_per_epoch=data.steps_per_epoch,
-            validation_data=data.test, callbacks=callbacks, shuffle=False,
-            verbose=verbosity(config, sys.stdout.isatty()),
-        )
+        # (A run killed after its last backup has no epoch left: Keras' JAX trainer would
+        # still draw a batch from the empty stream to trace the model.)
+        if start_epoch < schedule.epochs:
+            model.fit(
+                data.train_stream(schedule.epochs, start_epoch), epochs=schedule.epochs,
+                initial_epoch=start_epoch, steps_per_epoch=data.steps_per_epoch,
+                validation_data=data.test, callbacks=callbacks, shuffle=False,
+                verbose=verbosity(config, sys.stdout.isatty()),
+            )
     except TrainingDiverged as e:
         raise TrainingDiverged(_diverged_message(config, *e.args)) from None
     loss, accuracy = model.evaluate(data.test, verbose=0)
@@ -461,7 +473,10 @@ def _report_start(config, model, data, schedule, strategy, n_replicas, start_epo
         f"{', '.join(rates)}; momentum {config.momentum:g}, weight decay {config.weight_decay:g}")
     log(f"devices    strategy {kind} ({n_replicas} replica{'s' if n_replicas > 1 else ''}), "
         f"precision {'float32' if config.mixed_precision == 'off' else 'mixed_' + config.mixed_precision}, "
-        f"backend {keras.backend.backend()}")
+        f"backend {keras.backend.backend()}, "
+        + ("identical units scanned" + (" with remat" if config.remat else "")
+           if any(isinstance(layer, ScannedUnits) for layer in model.layers)
+           else "units unrolled"))
     log(f"run        {os.path.abspath(config.model_dir)}: "
         + (f"resuming from epoch {start_epoch} of {schedule.epochs}" if start_epoch
            else f"starting epoch 1 of {schedule.epochs}"))

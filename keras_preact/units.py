@@ -296,9 +296,9 @@ class ResidualUnit(layers.Layer):
     def compute_output_shape(self, input_shape):
         return strided_shape(input_shape, self.strides, self.out_channels)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
+    def options(self):
+        """The constructor's arguments of this unit (objects, not their serialised form)."""
+        return dict(
             filters=self.filters,
             form=self.form,
             strides=self.strides,
@@ -311,11 +311,19 @@ class ResidualUnit(layers.Layer):
             sync_bn=self.sync_bn,
             zero_init_residual=self.zero_init_residual,
             output_bias=self.output_bias,
-            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer)
-            if self.kernel_regularizer
-            else None,
+            kernel_initializer=self.kernel_initializer,
+            kernel_regularizer=self.kernel_regularizer,
         )
+
+    def clone(self):
+        """A new, unbuilt unit of the same configuration and name."""
+        return type(self)(**self.options(), name=self.name, dtype=self.dtype_policy)
+
+    def get_config(self):
+        config = {**super().get_config(), **self.options()}
+        config["kernel_initializer"] = keras.initializers.serialize(self.kernel_initializer)
+        config["kernel_regularizer"] = (keras.regularizers.serialize(self.kernel_regularizer)
+                                        if self.kernel_regularizer else None)
         return config
 
 

@@ -4,11 +4,16 @@
     python scripts/benchmark.py infer --arch resnet164               # export to a temp dir, time all
     python scripts/benchmark.py infer --export-dir savedmodels/digits   # time an existing export
     python scripts/benchmark.py backup --arch resnet1001              # the cost of a safe backup
+    python scripts/benchmark.py train --arch resnet1001               # scanned vs unrolled vs plain
 
 `infer` prints, for this CPU, latency at batch 1 and throughput at --batch for Keras
 predict_on_batch, the SavedModel, each LiteRT variant (and ONNX), plus artifact sizes.
 `backup` prints the time of an epoch-end resume-state write, atomic (keras_preact) against
 in place (Keras' BackupAndRestore), alternating in one process.
+`train` prints build time, first training step (tracing and compilation), steady images/s
+and peak memory of keras_preact unrolled and scanned (scan_units) and of the plain-Keras
+reference network (../shared/bench/anchor_keras.py, or $KERAS_PREACT_ANCHOR), each in its
+own process, with ratios to the first row. KERAS_BACKEND picks the backend.
 """
 
 import os
@@ -52,7 +57,40 @@ def parser():
         "the network whose state is written", registry.list_models()))
     backup.add_argument("--repeats", type=_cli.positive_int, default=7,
                         help="writes of each kind (the median is printed)")
+    train = sub.add_parser("train", help="training speed: scanned, unrolled, plain Keras",
+                           description=__doc__)
+    train.add_argument("--arch", default="resnet164", metavar="ARCH", help=_cli.choices_help(
+        "the network", registry.list_models()))
+    train.add_argument("--batch", type=_cli.positive_int, default=8, help="batch size")
+    train.add_argument("--steps", type=_cli.positive_int, default=3,
+                       help="steps per epoch (3 epochs; the best later one is the steady speed)")
+    forms = train.add_mutually_exclusive_group()
+    forms.add_argument("--scan", dest="forms", action="store_const", const=("scanned",),
+                       help="time only the scanned network")
+    forms.add_argument("--no-scan", dest="forms", action="store_const", const=("unrolled",),
+                       help="time only the unrolled network")
+    train.add_argument("--remat", action="store_true",
+                       help="recompute the scanned units' activations in the backward pass")
+    train.add_argument("--precision", default="float32",
+                       choices=("float32", "mixed_float16", "mixed_bfloat16"),
+                       help="Keras dtype policy (mixed_bfloat16 on accelerators)")
+    train.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"),
+                       help="keras_preact's XLA setting; auto: as train.py")
+    train.add_argument("--no-reference", dest="reference", action="store_false",
+                       help="skip the plain-Keras reference (its unrolled JAX ResNet-1001 "
+                       "needs more than 24 GB to compile on a CPU)")
+    train.add_argument("--timeout", type=_cli.positive_int, default=600,
+                       help="seconds each variant may take")
     return p
+
+
+def train(args):
+    from keras_preact import benchmark
+
+    benchmark.train(args.arch, batch=args.batch, steps=args.steps,
+                    forms=args.forms or ("unrolled", "scanned"), remat=args.remat,
+                    precision=args.precision, jit=args.jit_compile,
+                    reference=args.reference, timeout=args.timeout)
 
 
 def backup(args):
@@ -87,7 +125,7 @@ def infer(args):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    return _cli.run(infer if args.command == "infer" else backup, args)
+    return _cli.run({"infer": infer, "backup": backup, "train": train}[args.command], args)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,16 @@ def parser():
                       help="split the CPU into N logical devices (to test strategies)")
     dist.add_argument("--mixed-precision", default=c.mixed_precision, choices=cfg.PRECISIONS,
                       help="mixed-precision compute (slower on a CPU)")
+    dist.add_argument("--scan-units", default=c.scan_units, choices=cfg.SCAN_CHOICES,
+                      help="identical units as one scanned layer, compiled once per stage; "
+                      "auto: the faster form measured on this backend (TensorFlow always, "
+                      "JAX for ResNet-1001 and 1202); a resumed run keeps its form")
+    dist.add_argument("--remat", action="store_true",
+                      help="recompute the scanned units' activations in the backward pass "
+                      "(less memory, about one more forward pass of time)")
+    dist.add_argument("--steps-per-execution", type=int, default=c.steps_per_execution,
+                      metavar="N", help="training steps per compiled call: fewer round trips "
+                      "to the host on an accelerator (results are the same)")
     dist.add_argument("--jit-compile", default=c.jit_compile, choices=cfg.JIT_CHOICES,
                       help="XLA; auto: on for JAX and for TensorFlow on one GPU")
     out = p.add_argument_group("output")
