@@ -149,9 +149,10 @@ def load_keras_file(path):
             "saved again.") from None
 
 
-def _unit_shape(model, path, variable):
-    """The shape one unit's weight ``path`` has in ``model`` (a stacked weight's slice)."""
-    return variable.shape if path == variable.path else variable.shape[1:]
+def _unit_shape(path, variable):
+    """The shape of the unrolled weight ``path`` held in ``variable`` (a stacked weight
+    holds one slice per unit)."""
+    return tuple(variable.shape if path == variable.path else variable.shape[1:])
 
 
 def _first_line(error):
@@ -175,10 +176,9 @@ def load_weights(model, path):
         # not) loads into either.
         theirs = unrolled_weights(source)
         ours = {p: v for p, (v, _) in unrolled_variables(model).items()}
-        differ = [f"{p}: {tuple(theirs[p].shape)} in the file, "
-                  f"{tuple(_unit_shape(model, p, w))} in the model"
+        differ = [f"{p}: {tuple(theirs[p].shape)} in the file, {_unit_shape(p, w)} in the model"
                   for p, w in ours.items()
-                  if p in theirs and tuple(theirs[p].shape) != tuple(_unit_shape(model, p, w))]
+                  if p in theirs and tuple(theirs[p].shape) != _unit_shape(p, w)]
         missing = [p for p in ours if p not in theirs]
         extra = [p for p in theirs if p not in ours]
         if differ or missing or extra:

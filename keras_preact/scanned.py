@@ -18,7 +18,6 @@ network into the other form with the same weights.
 import re
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_preact._validation import check_int
@@ -29,9 +28,10 @@ class ScannedUnits(keras.layers.Layer):
     """``count`` residual units of one configuration, applied in sequence by a scan.
 
     Args:
-        unit: the template, a residual unit (``keras_preact.units``, or any layer
-            with a ``clone()``) or its serialised form. Its name is the first unit's (``stage1_unit2``); its
-            input and output shapes must agree (units 2..n of a stage).
+        unit: the template: a residual unit (``keras_preact.units``, or any layer
+            with a ``clone()``), or its serialised form. Its name is the first
+            unit's (``stage1_unit2``); it must keep its input's shape (units 2..n of
+            a stage).
         count: the number of units (at least 1).
         remat: recompute each unit's activations in the backward pass.
     """
@@ -206,10 +206,10 @@ def unit_names(first, count):
 
 def scanned_name(first, count):
     """The layer name of a scan of ``count`` units from ``first``: ``stage1_units2to18``."""
-    names = unit_names(first, count)
     found = re.fullmatch(r"(.*?)unit(\d+)", first)
     if found:
-        return f"{found.group(1)}units{found.group(2)}to{names[-1][len(found.group(1)) + 4:]}"
+        prefix, start = found.group(1), int(found.group(2))
+        return f"{prefix}units{start}to{start + count - 1}"
     return f"{first}_x{count}"
 
 
@@ -224,6 +224,4 @@ class _Stacked:
         self.variables = variables
 
     def __call__(self, shape, dtype=None):
-        # Stacked on the host: JAX would compile a stack op for every count and shape
-        # (measured: 30 compilations, a third of a JAX ResNet-164 build).
-        return np.stack([ops.convert_to_numpy(v.value) for v in self.variables])
+        return ops.stack([v.value for v in self.variables])
