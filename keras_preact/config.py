@@ -40,12 +40,13 @@ LR_DROP = 0.1
 VOLATILE_FIELDS = ("model_dir", "overwrite", "data_dir", "cifar_archive", "verbose", "plot",
                    "scan_units", "remat", "steps_per_execution")
 SCAN_CHOICES = ("auto", "on", "off")
-# scan_units="auto", by measurement on the 2-core CPU (build, first step, steady step at
-# batch 8; scripts/benchmark.py train): TensorFlow scans every net (ResNet-164 first step
-# 29.8 -> 7.1 s, steady step 0.226 -> 0.201 s; ResNet-1001 219 -> 12 s). JAX on the CPU runs
-# the scanned backward pass about 4x slower (XLA:CPU's convolutions inside a loop), so it
-# scans only the nets too deep to compile unrolled (ResNet-1001: out of memory unrolled,
-# first step 33 s at 3.5 GB scanned).
+# scan_units="auto", by measurement on the 2-core CPU (scripts/benchmark.py train, batch 8):
+# without XLA (TensorFlow's default on a CPU) the scanned net steps as fast as the unrolled
+# one and compiles in a fraction of the time (ResNet-164 first step 34.6 -> 8.7 s, ResNet-1001
+# 267 -> 11.5 s). Under XLA (JAX always; TensorFlow with jit_compile) a CPU runs the loop's
+# backward convolutions 4x (JAX) to 20x (TensorFlow) slower, so XLA runs scan only the nets
+# too deep to compile unrolled (ResNet-1001: out of memory unrolled on JAX, first step 22 s
+# at 3.0 GB scanned).
 JAX_SCAN_MIN_UNITS = 300
 
 
@@ -150,18 +151,18 @@ def resolve_config(config):
     return c
 
 
-def scan_choice(config, backend, recorded=None):
+def scan_choice(config, xla, recorded=None):
     """Whether the run's network is built with ``scan_units``: the form the run was started
     with (``recorded``, from its config.json), else ``--scan-units``, where ``auto`` is the
-    faster form by measurement on ``backend`` (see ``JAX_SCAN_MIN_UNITS``)."""
+    faster form by measurement: scanned without XLA, and under XLA only from
+    ``JAX_SCAN_MIN_UNITS`` units."""
     if recorded in ("on", "off"):
         return recorded == "on"
     if config.scan_units != "auto":
         return config.scan_units == "on"
     if config.remat:
         return True
-    units = sum(registry.get_spec(config.arch).stage_units)
-    return backend != "jax" or units >= JAX_SCAN_MIN_UNITS
+    return not xla or sum(registry.get_spec(config.arch).stage_units) >= JAX_SCAN_MIN_UNITS
 
 
 def verbosity(config, interactive):

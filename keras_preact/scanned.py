@@ -119,9 +119,18 @@ class ScannedUnits(keras.layers.Layer):
                       for s, n in zip(values, new)]
             return (y, values), None
 
-        (y, values), _ = ops.scan(
-            step, (x, [s.value for s in stacks]),
-            (ops.arange(self.count), [w.value for w in trainable]))
+        weights = [w.value for w in trainable]
+        if keras.backend.backend() == "tensorflow":
+            # Keras' TensorFlow scan holds its slices in TensorArrays of no stated bound,
+            # which XLA refuses (jit_compile=True); a bounded while loop over the step does
+            # the same. (JAX needs the scan: its while loop has no reverse-mode gradient.)
+            _, y, values = ops.while_loop(
+                lambda i, y, values: i < self.count,
+                lambda i, y, values: (i + 1, *step((y, values), (i, [w[i] for w in weights]))[0]),
+                (0, x, [s.value for s in stacks]), maximum_iterations=self.count)
+        else:
+            (y, values), _ = ops.scan(step, (x, [s.value for s in stacks]),
+                                      (ops.arange(self.count), weights))
         if training:
             for variable, value in zip(stacks, values):
                 variable.assign(value)

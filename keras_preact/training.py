@@ -245,7 +245,7 @@ def train(config, log=print):
     # A run keeps the form (scanned or unrolled) it was started with: its resume state is
     # matched by position.
     recorded = None if config.overwrite else (rundir.inspect(config.model_dir).config or {})
-    scan = scan_choice(config, keras.backend.backend(), (recorded or {}).get("scan_units"))
+    scan = scan_choice(config, _xla(config, strategy), (recorded or {}).get("scan_units"))
     with scope():
         model = _build_model(config, data, schedule, strategy, scan)
 
@@ -285,20 +285,24 @@ def _build_model(config, data, schedule, strategy, scan=False):
         kernel_regularizer=coupled_l2(config.weight_decay), classifier_activation=None,
         scan_units=scan, remat=scan and config.remat,
     )
-    jit = config.jit_compile
-    if jit == "auto":
-        # TF: XLA fails under tf.distribute and is slower on CPU. JAX always compiles.
-        jit = keras.backend.backend() == "jax" or (strategy is None and _has_gpu())
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate(schedule), momentum=config.momentum),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=jit in (True, "true"),
+        jit_compile=_xla(config, strategy),
         steps_per_execution=config.steps_per_execution,
     )
     # The optimizer's variables exist before a backup is loaded into them.
     model.optimizer.build(model.trainable_variables)
     return model
+
+
+def _xla(config, strategy):
+    """Whether the training step is compiled with XLA (``jit_compile``)."""
+    if config.jit_compile == "auto":
+        # TF: XLA fails under tf.distribute and is slower on CPU.
+        return keras.backend.backend() == "jax" or (strategy is None and _has_gpu())
+    return config.jit_compile == "true"
 
 
 def _config_record(config, data, schedule, n_replicas):

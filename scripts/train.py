@@ -70,8 +70,8 @@ def parser():
                       help="mixed-precision compute (slower on a CPU)")
     dist.add_argument("--scan-units", default=c.scan_units, choices=cfg.SCAN_CHOICES,
                       help="identical units as one scanned layer, compiled once per stage; "
-                      "auto: the faster form measured on this backend (TensorFlow always, "
-                      "JAX for ResNet-1001 and 1202); a resumed run keeps its form")
+                      "auto: the faster form by measurement (scanned without XLA; under "
+                      "XLA, as on JAX, only ResNet-1001 and 1202); a resumed run keeps its form")
     dist.add_argument("--remat", action="store_true",
                       help="recompute the scanned units' activations in the backward pass "
                       "(less memory, about one more forward pass of time)")

@@ -192,15 +192,15 @@ def test_remat_needs_scan():
                                    remat=True, scan_units="off"))
 
 
-def test_scan_choice_by_backend_and_record():
+def test_scan_choice_by_compiler_and_record():
     small = resolve_config(TrainConfig(model_dir="x", arch="resnet164"))
     deep = resolve_config(TrainConfig(model_dir="x", arch="resnet1001"))
-    assert scan_choice(small, "tensorflow") and not scan_choice(small, "jax")
+    assert scan_choice(small, xla=False) and not scan_choice(small, xla=True)
     assert sum(keras_preact.model_info("resnet1001")["stage_units"]) >= JAX_SCAN_MIN_UNITS
-    assert scan_choice(deep, "jax")
-    assert not scan_choice(small, "tensorflow", recorded="off")  # a run keeps its form
+    assert scan_choice(deep, xla=True)
+    assert not scan_choice(small, xla=False, recorded="off")  # a run keeps its form
     assert scan_choice(resolve_config(TrainConfig(model_dir="x", arch="resnet164",
-                                                  remat=True)), "jax")
+                                                  remat=True)), xla=True)
 
 
 def test_mixed_bfloat16(rng):
