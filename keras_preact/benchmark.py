@@ -208,9 +208,11 @@ def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
     after the other on this machine; print a table with ratios to the first row."""
     import keras
 
+    from keras_preact.training import has_gpu
+
     backend = keras.backend.backend()
     if jit == "auto":  # as train.py: XLA on JAX, and on TensorFlow where there is a GPU
-        jit = backend == "jax" or _has_accelerator()
+        jit = backend == "jax" or has_gpu()
     jit = jit in (True, "on")
     specs = []
     anchor = anchor_path() if reference else None
@@ -246,20 +248,10 @@ def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
     return rows
 
 
-def _has_accelerator():
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
 def _device_name():
-    return "accelerator" if _has_accelerator() else f"CPU, {os.cpu_count()} cores"
+    from keras_preact.training import has_gpu
+
+    return "GPU" if has_gpu() else f"CPU, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["train-child"]:

@@ -47,7 +47,7 @@ SCAN_CHOICES = ("auto", "on", "off")
 # backward convolutions 4x (JAX) to 20x (TensorFlow) slower, so XLA runs scan only the nets
 # too deep to compile unrolled (ResNet-1001: out of memory unrolled on JAX, first step 22 s
 # at 3.0 GB scanned).
-JAX_SCAN_MIN_UNITS = 300
+XLA_SCAN_MIN_UNITS = 300
 
 
 @dataclasses.dataclass
@@ -155,14 +155,14 @@ def scan_choice(config, xla, recorded=None):
     """Whether the run's network is built with ``scan_units``: the form the run was started
     with (``recorded``, from its config.json), else ``--scan-units``, where ``auto`` is the
     faster form by measurement: scanned without XLA, and under XLA only from
-    ``JAX_SCAN_MIN_UNITS`` units."""
+    ``XLA_SCAN_MIN_UNITS`` units."""
     if recorded in ("on", "off"):
         return recorded == "on"
     if config.scan_units != "auto":
         return config.scan_units == "on"
     if config.remat:
         return True
-    return not xla or sum(registry.get_spec(config.arch).stage_units) >= JAX_SCAN_MIN_UNITS
+    return not xla or sum(registry.get_spec(config.arch).stage_units) >= XLA_SCAN_MIN_UNITS
 
 
 def verbosity(config, interactive):

@@ -118,7 +118,8 @@ def _worker_path(model_dir, chief, name):
     return os.path.join(directory, name)
 
 
-def _has_gpu():
+def has_gpu():
+    """Whether the backend sees a GPU."""
     if keras.backend.backend() == "jax":
         import jax
 
@@ -244,8 +245,8 @@ def train(config, log=print):
     scope = strategy.scope if strategy is not None else contextlib.nullcontext
     # A run keeps the form (scanned or unrolled) it was started with: its resume state is
     # matched by position.
-    recorded = None if config.overwrite else (rundir.inspect(config.model_dir).config or {})
-    scan = scan_choice(config, _xla(config, strategy), (recorded or {}).get("scan_units"))
+    recorded = {} if config.overwrite else (rundir.inspect(config.model_dir).config or {})
+    scan = scan_choice(config, _xla(config, strategy), recorded.get("scan_units"))
     with scope():
         model = _build_model(config, data, schedule, strategy, scan)
 
@@ -301,7 +302,7 @@ def _xla(config, strategy):
     """Whether the training step is compiled with XLA (``jit_compile``)."""
     if config.jit_compile == "auto":
         # TF: XLA fails under tf.distribute and is slower on CPU.
-        return keras.backend.backend() == "jax" or (strategy is None and _has_gpu())
+        return keras.backend.backend() == "jax" or (strategy is None and has_gpu())
     return config.jit_compile == "true"
 
 

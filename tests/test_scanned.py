@@ -12,7 +12,7 @@ import keras
 
 import keras_preact
 from keras_preact import convert
-from keras_preact.config import JAX_SCAN_MIN_UNITS, TrainConfig, resolve_config, scan_choice
+from keras_preact.config import XLA_SCAN_MIN_UNITS, TrainConfig, resolve_config, scan_choice
 from keras_preact.scanned import ScannedUnits, unrolled_weights
 from conftest import BACKEND, randomise_bn, to_np
 
@@ -196,7 +196,7 @@ def test_scan_choice_by_compiler_and_record():
     small = resolve_config(TrainConfig(model_dir="x", arch="resnet164"))
     deep = resolve_config(TrainConfig(model_dir="x", arch="resnet1001"))
     assert scan_choice(small, xla=False) and not scan_choice(small, xla=True)
-    assert sum(keras_preact.model_info("resnet1001")["stage_units"]) >= JAX_SCAN_MIN_UNITS
+    assert sum(keras_preact.model_info("resnet1001")["stage_units"]) >= XLA_SCAN_MIN_UNITS
     assert scan_choice(deep, xla=True)
     assert not scan_choice(small, xla=False, recorded="off")  # a run keeps its form
     assert scan_choice(resolve_config(TrainConfig(model_dir="x", arch="resnet164",
