@@ -5,6 +5,7 @@ typo on the command line or in a notebook tells the user what to type instead.
 """
 
 import difflib
+import importlib.util
 import math
 import numbers
 
@@ -12,6 +13,14 @@ import numbers
 class UserError(Exception):
     """A failure the user can fix; its message says how. The scripts print it as one
     line and exit 2 (as they do for ``ValueError`` from the checks below)."""
+
+
+def installed(module):
+    """Whether ``module`` can be imported here, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it; a module set to None
+        return False
 
 
 def check_choice(what, value, choices):

@@ -1,17 +1,18 @@
 """Input pipelines: tensorflow-datasets CIFAR-10/100 and ImageNet, CIFAR's own
 python archives, and scikit-learn's bundled digits.
 
-TensorFlow is the engine here (``tf.data``); the model code stays backend-agnostic.
-
-* CIFAR training augmentation as in the paper: per-channel mean/std
-  normalisation from the training set, 4-pixel zero padding, random 32x32
-  crop, random horizontal flip.
-* ImageNet: scale augmentation (shorter side uniform in [256, 480]), random
-  224 crop, flip; evaluation on a center crop of 224 (shorter side 256) or the
-  paper's single 320 crop (shorter side 320).
-* The small data sets are held in memory and each epoch's order and
-  augmentation depend only on ``(seed, epoch)``, so a run resumed at epoch k
+* The small data sets (CIFAR from its python archive, digits) need no TensorFlow:
+  they are held in memory as uint8, fed as raw batches, and normalised and augmented
+  inside the compiled training step (:mod:`keras_preact.augment`), on the
+  accelerator. CIFAR training augmentation as in the paper: per-channel mean/std
+  normalisation from the training set, 4-pixel zero padding, random 32x32 crop,
+  random horizontal flip. Each epoch's order depends only on ``(seed, epoch)`` and
+  each batch's augmentation only on ``(seed, step)``, so a run resumed at epoch k
   sees exactly the batches an uninterrupted run sees.
+* tensorflow-datasets reading and ImageNet use TensorFlow as the engine
+  (``tf.data``). ImageNet: scale augmentation (shorter side uniform in [256, 480]),
+  random 224 crop, flip; evaluation on a center crop of 224 (shorter side 256) or
+  the paper's single 320 crop (shorter side 320).
 * Offline: a data set that is not prepared and cannot be downloaded fails at
   once with :class:`DataUnavailableError`, saying what to provide.
 """
@@ -55,21 +56,30 @@ DIGITS_TEST_FRACTION = 0.2
 
 
 def _tf():
-    import tensorflow as tf
-
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise DataUnavailableError(
+            "Reading tensorflow-datasets and ImageNet needs TensorFlow, which is not installed "
+            "here: pip install tensorflow, or pass --cifar-archive (CIFAR's python archive) or "
+            "--dataset digits, which need none.") from None
     return tf
 
 
 # -- array sources (small data sets) ----------------------------------------------
 def digits_arrays(split):
     """scikit-learn's 1,797 8x8 digit scans as 32x32x3 uint8, fixed train/test split."""
-    from sklearn.datasets import load_digits
-
-    tf = _tf()
+    try:
+        from scipy import ndimage
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataUnavailableError("--dataset digits needs scikit-learn: pip install "
+                                   "scikit-learn.") from None
     digits = load_digits()
-    images = (digits.images / 16.0 * 255.0).astype("float32")[..., None]
-    images = tf.image.resize(images, (32, 32), method="bilinear").numpy()
-    images = np.repeat(np.clip(np.round(images), 0, 255).astype("uint8"), 3, axis=-1)
+    images = (digits.images / 16.0 * 255.0).astype("float32")
+    # Bilinear upsampling with pixel centres at half-integers: equal to tf.image.resize's.
+    images = ndimage.zoom(images, (1, 4, 4), order=1, mode="nearest", grid_mode=True)
+    images = np.repeat(np.clip(np.round(images), 0, 255).astype("uint8")[..., None], 3, axis=-1)
     order = np.random.default_rng(0).permutation(len(images))
     n_test = int(round(DIGITS_TEST_FRACTION * len(images)))
     idx = order[n_test:] if split == "train" else order[:n_test]
@@ -185,6 +195,7 @@ def _unavailable_message(info, data_dir):
 
 def load_tfds(name, split, data_dir=None, **kwargs):
     """``tfds.load`` that fails fast and clearly when the data cannot be had offline."""
+    _tf()
     import tensorflow_datasets as tfds
 
     info = DATASETS[name]
@@ -227,7 +238,7 @@ def channel_stats(images):
     return tuple(float(v) for v in x.mean(0)), tuple(float(v) for v in x.std(0))
 
 
-# -- tf.data pipelines ---------------------------------------------------------------
+# -- pipelines ------------------------------------------------------------------------
 @dataclasses.dataclass
 class Data:
     """Train and test pipelines plus what the model and the run need to know."""
@@ -240,29 +251,17 @@ class Data:
     steps_per_epoch: int
     mean: tuple
     std: tuple
-    train_stream: object  # (epochs, start_epoch=0) -> tf.data.Dataset of (image, label)
-    test: object  # tf.data.Dataset of (normalised float32 image, label)
-
-    @property
-    def train(self):
-        """One epoch of training batches."""
-        return self.train_stream(1).take(self.steps_per_epoch)
+    train_stream: object  # (epochs, start_epoch=0) -> iterable of (image, label) batches
+    test: object  # batches of (normalised float32 image, label)
+    # In-memory sets: the training batches are raw uint8 images, normalised and augmented
+    # inside the training step by this (an ``augment.InStepAugmentation``).
+    augmentation: object = None
 
 
 def _normalizer(mean, std):
     from keras_preact.preprocessing import normalization
 
     return normalization(mean, std)
-
-
-def augment_small(tf, image, seed, size, flip):
-    """Zero-pad 4 pixels (in normalised space, i.e. at the mean), random crop, random flip."""
-    image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-    s = tf.random.experimental.stateless_split(seed, 2)
-    image = tf.image.stateless_random_crop(image, (size, size, image.shape[-1]), seed=s[0])
-    if flip:
-        image = tf.image.stateless_random_flip_left_right(image, seed=s[1])
-    return image
 
 
 def _steps(examples, batch_size, steps_per_epoch, name):
@@ -273,53 +272,62 @@ def _steps(examples, batch_size, steps_per_epoch, name):
     return steps
 
 
+def epoch_order(seed, epoch, examples):
+    """The order of the training examples in ``epoch``: a function of ``(seed, epoch)``."""
+    return np.random.default_rng([seed, epoch]).permutation(examples)
+
+
+def _batches(x, y, batch_size):
+    """Consecutive batches of in-memory arrays (the last one may be short), as a Keras
+    ``PyDataset``: re-iterable, on every backend, without ``tf.data``."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return (len(x) + batch_size - 1) // batch_size
+
+        def __getitem__(self, index):
+            part = slice(index * batch_size, (index + 1) * batch_size)
+            return x[part], y[part]
+
+    return Batches()
+
+
 def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
                     steps_per_epoch=None):
-    """Pipelines of an in-memory data set whose epoch e depends only on (seed, e).
+    """Pipelines of an in-memory data set, without TensorFlow or ``tf.data``.
 
     ``train_stream(epochs, start_epoch)`` yields exactly
-    ``(epochs - start_epoch) * steps_per_epoch`` batches (``drop_remainder=True``)
-    for ``fit(..., steps_per_epoch=steps_per_epoch)``.
+    ``(epochs - start_epoch) * steps_per_epoch`` batches of raw uint8 images
+    (``drop_remainder``), in the order :func:`epoch_order` gives epoch e; the paper's
+    augmentation (``Data.augmentation``) runs inside the training step, seeded by the
+    step. The test batches are normalised here, once.
     """
-    tf = _tf()
+    from keras_preact.augment import InStepAugmentation
+
     info = DATASETS[name]
     x_train, y_train = load_arrays(name, "train", data_dir, cifar_archive)
     x_test, y_test = load_arrays(name, "test", data_dir, cifar_archive)
     mean, std = channel_stats(x_train)
-    normalise = _normalizer(mean, std)
     n = len(x_train)
     steps = _steps(n, batch_size, None, name)
     if steps_per_epoch is not None and steps_per_epoch > steps:
         raise ValueError(f"--steps-per-epoch {steps_per_epoch} exceeds the {steps} batches of "
                          f"{batch_size} in the {n} training images of {name}.")
     steps = steps_per_epoch or steps
-    images = tf.constant(x_train)
-    labels = tf.constant(y_train)
-    size = info.image_size
-
-    def epoch_batches(epoch):
-        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
-        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed=epoch_seed)
-        order = order[: steps * batch_size]
-
-        def example(i, index):
-            image = normalise(tf.gather(images, index))
-            item_seed = tf.stack([seed * 1_000_003 + epoch, i])
-            return augment_small(tf, image, item_seed, size, info.flip), tf.gather(labels, index)
-
-        ds = tf.data.Dataset.from_tensor_slices(order).enumerate()
-        ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.batch(batch_size, drop_remainder=True)
 
     def train_stream(epochs, start_epoch=0):
-        return (tf.data.Dataset.range(start_epoch, max(epochs, start_epoch))
-                .flat_map(epoch_batches).prefetch(tf.data.AUTOTUNE))
+        for epoch in range(start_epoch, max(epochs, start_epoch)):
+            order = epoch_order(seed, epoch, n)[: steps * batch_size]
+            for batch in order.reshape(steps, batch_size):
+                yield x_train[batch], y_train[batch]
 
-    test = (tf.data.Dataset.from_tensor_slices((x_test, y_test))
-            .map(lambda x, y: (normalise(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    return Data(name, info.classes, (size, size, 3), n, len(x_test), steps, mean, std,
-                train_stream, test)
+    from keras import ops
+
+    test = _batches(ops.convert_to_numpy(_normalizer(mean, std)(x_test)), y_test, batch_size)
+    augmentation = InStepAugmentation(mean, std, x_train.shape[1:], flip=info.flip, seed=seed)
+    return Data(name, info.classes, x_train.shape[1:], n, len(x_test), steps, mean, std,
+                train_stream, test, augmentation)
 
 
 IMAGENET_TRAIN_SCALE = (256, 480)  # shorter side of the scale augmentation

@@ -29,7 +29,8 @@ RUN_FORMAT, CONFIG = files.RUN_FORMAT, files.RUN_CONFIG
 BACKUP_FORMAT = "keras_preact.backup/1"
 RESULTS, CHECKPOINTS = "results.json", "checkpoints.json"
 LOG, CURVES, BACKUP = "log.csv", "curves.png", "backup"
-OWN_ENTRIES = (CONFIG, RESULTS, CHECKPOINTS, LOG, CURVES, BACKUP, "tensorboard", "workers",
+TENSORBOARD, WORKERS = "tensorboard", "workers"  # (one folder per worker inside)
+OWN_ENTRIES = (CONFIG, RESULTS, CHECKPOINTS, LOG, CURVES, BACKUP, TENSORBOARD, WORKERS,
                "last.keras", "best.keras")
 _GENERATION = re.compile(r"^epoch-(\d+)\.json$")
 KEEP_GENERATIONS = 2
@@ -143,8 +144,10 @@ def check(config, probe_lock=True):
             "resume: pass --overwrite to train it again (only what keras_preact wrote is "
             "removed), or choose another --model-dir.")
     if not found.ours:
-        # (Locks and the temporaries of a writer, such as another worker's, are not content.)
-        entries = files.foreign_entries(found.path, lambda n: n.startswith(".lock-"))
+        # (Locks and the temporaries of a writer, and the folders of a cluster's other
+        # workers, which may start before the chief writes config.json, are not content.)
+        entries = files.foreign_entries(
+            found.path, lambda n: n.startswith(".lock-") or _workers_folder(found.path, n))
         if not entries:
             return "new", found
         if found.config_error and not found.foreign:
@@ -173,6 +176,16 @@ def check(config, probe_lock=True):
     if found.results is not None:
         return "finished", found
     return "resume", found
+
+
+def _workers_folder(model_dir, name):
+    """Whether ``name`` is one of a run's folders that hold one folder per worker
+    (``backup/``, ``tensorboard/``, ``workers/``) and nothing but other workers' folders."""
+    path = os.path.join(model_dir, name)
+    if name not in (BACKUP, TENSORBOARD, WORKERS) or not os.path.isdir(path):
+        return False
+    return all(re.fullmatch(r"(chief|worker)\d+", worker) and worker != worker_id()
+               and os.path.isdir(os.path.join(path, worker)) for worker in os.listdir(path))
 
 
 def remove_own_entries(model_dir):

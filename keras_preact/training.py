@@ -21,7 +21,7 @@ import keras
 
 from keras_preact import files, registry, rundir
 from keras_preact.scanned import ScannedUnits
-from keras_preact._validation import UserError
+from keras_preact._validation import UserError, installed
 from keras_preact.config import (  # noqa: F401 - the configuration API is public here too
     DATASET_NAMES,
     PRECISIONS,
@@ -113,7 +113,7 @@ def _worker_path(model_dir, chief, name):
     """``model_dir/name`` for the chief, ``model_dir/workers/<id>/name`` for the others."""
     if chief:
         return os.path.join(model_dir, name)
-    directory = os.path.join(model_dir, "workers", rundir.worker_id())
+    directory = os.path.join(model_dir, rundir.WORKERS, rundir.worker_id())
     os.makedirs(directory, exist_ok=True)
     return os.path.join(directory, name)
 
@@ -249,6 +249,8 @@ def train(config, log=print):
     scan = scan_choice(config, _xla(config, strategy), recorded.get("scan_units"))
     with scope():
         model = _build_model(config, data, schedule, strategy, scan)
+    if data.augmentation is not None:
+        augment_in_step(model, data.augmentation, n_replicas)
 
     chief = rundir.is_chief()
     record = {**_config_record(config, data, schedule, n_replicas),
@@ -264,7 +266,7 @@ def train(config, log=print):
 
             results["compat_fixes"] = sorted(compat.USED)
         files.write_json(_worker_path(config.model_dir, chief, rundir.RESULTS), results)
-        if chief and config.plot:
+        if chief and _plots(config):
             from keras_preact import plotting
 
             plotting.plot_runs([config.model_dir],
@@ -296,6 +298,38 @@ def _build_model(config, data, schedule, strategy, scan=False):
     # The optimizer's variables exist before a backup is loaded into them.
     model.optimizer.build(model.trainable_variables)
     return model
+
+
+def augment_in_step(model, augmentation, n_replicas=1):
+    """Run ``augmentation(images, counter)`` on each batch inside ``model``'s compiled
+    training step, before Keras' own step; ``counter`` is the step number (times the
+    replicas, plus this replica, under tf.distribute).
+
+    Overriding ``train_step`` is Keras' way to change what ``fit`` does; it is done on
+    the instance, so the model (and every file saved from it) stays the plain network.
+    """
+    keras_step, optimizer = model.train_step, model.optimizer
+    position = next(i for i, v in enumerate(optimizer.variables) if v is optimizer.iterations)
+
+    def train_step(*args):
+        *state, data = args  # JAX passes the step's variables (state, data); TensorFlow data
+        images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if state:
+            counter = state[0][2][position]  # the optimizer's variables, as traced
+        else:
+            counter = optimizer.iterations.value * n_replicas + _replica_id()
+        data = keras.utils.pack_x_y_sample_weight(augmentation(images, counter), labels,
+                                                  sample_weight)
+        return keras_step(*state, data)
+
+    model.train_step = train_step
+
+
+def _replica_id():
+    """This replica's index under a tf.distribute strategy (0 without one)."""
+    import tensorflow as tf
+
+    return tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
 
 
 def _xla(config, strategy):
@@ -378,9 +412,11 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
         StopOnNaN(),
         backup,
         keras.callbacks.CSVLogger(_worker_path(config.model_dir, chief, rundir.LOG), append=True),
-        keras.callbacks.TensorBoard(os.path.join(config.model_dir, "tensorboard", rundir.worker_id())),
         Checkpoints(config.model_dir, chief=chief, record=checkpoints),
     ]
+    if installed("tensorflow"):
+        callbacks.append(keras.callbacks.TensorBoard(
+            os.path.join(config.model_dir, rundir.TENSORBOARD, rundir.worker_id())))
     try:
         # (A run killed after its last backup has no epoch left: Keras' JAX trainer would
         # still draw a batch from the empty stream to trace the model.)
@@ -487,6 +523,10 @@ def _report_start(config, model, data, schedule, strategy, n_replicas, start_epo
            else f"starting epoch 1 of {schedule.epochs}"))
 
 
+def _plots(config):
+    return config.plot and installed("matplotlib")
+
+
 def _error_line(results):
     paper = results.get("paper_error")
     return (f"test error {results['test_error']:.2f}%"
@@ -500,8 +540,12 @@ def _report_end(config, results, chief, log):
     if not chief:
         return
     d = config.model_dir
-    log(f"outputs    {d}: last.keras, best.keras, results.json, log.csv"
-        + (", curves.png" if config.plot else "") + ", tensorboard/")
+    optional = [("curves.png", "matplotlib", config.plot), ("tensorboard/", "tensorflow", True)]
+    written = [what for what, module, wanted in optional if wanted and installed(module)]
+    missing = [f"{what} ({module} is not installed)" for what, module, wanted in optional
+               if wanted and not installed(module)]
+    log(f"outputs    {d}: {', '.join(['last.keras', 'best.keras', 'results.json', 'log.csv'] + written)}"
+        + (f"; not written: {', '.join(missing)}" if missing else ""))
     log(f"next       python scripts/plot.py {d} --out curves.png")
     log(f"           python scripts/export.py --model {d}")
 

@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
-from keras_preact._validation import UserError  # noqa: E402
+from keras_preact._validation import UserError, installed  # noqa: E402
 
 # TensorFlow's C++ start-up logging is silenced unless the user asked for a level.
 USER_SET_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL" in os.environ
@@ -71,9 +71,7 @@ def import_tensorflow():
     is shown."""
     if USER_SET_TF_LOG_LEVEL or "tensorflow" in sys.modules:
         return
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") is None:
+    if not installed("tensorflow"):
         return
     with tempfile.TemporaryFile() as captured:
         saved = os.dup(2)

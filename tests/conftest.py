@@ -1,7 +1,10 @@
 import importlib.util
+import io
 import os
+import pickle
 import subprocess
 import sys
+import tarfile
 
 import numpy as np
 import pytest
@@ -111,3 +114,31 @@ def digits_run(tmp_path_factory):
     result = run_script("train.py", *DIGITS, "--model-dir", run_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir, result
+
+
+def write_cifar_archive(path, n_train=40, n_test=12, classes=10, payload=None):
+    """A CIFAR-10/100 python archive in the official layout; each image is filled
+    with 20 * label so a label can be read back from any pixel. ``payload`` is
+    pickled into the first batch (a crafted archive)."""
+    rng = np.random.default_rng(0)
+    hundred = classes == 100
+    root = "cifar-100-python" if hundred else "cifar-10-batches-py"
+    key = b"fine_labels" if hundred else b"labels"
+
+    def batch(n):
+        labels = rng.integers(0, min(classes, 12), n)
+        images = np.repeat((labels * 20).astype("uint8")[:, None], 3072, axis=1)
+        return {key: labels.tolist(), b"data": images}
+
+    files = ({f"{root}/train": batch(n_train), f"{root}/test": batch(n_test)} if hundred else
+             {**{f"{root}/data_batch_{i}": batch(n_train // 5) for i in range(1, 6)},
+              f"{root}/test_batch": batch(n_test)})
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in files.items():
+            if payload is not None:
+                content, payload = {**content, b"extra": payload}, None
+            raw = pickle.dumps(content)
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path

@@ -17,35 +17,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 from keras_preact import data  # noqa: E402
 
-from conftest import call_script  # noqa: E402
-
-
-def write_cifar_archive(path, n_train=40, n_test=12, classes=10, payload=None):
-    """A CIFAR-10/100 python archive in the official layout; each image is filled
-    with 20 * label so a label can be read back from any pixel. ``payload`` is
-    pickled into the first batch (a crafted archive)."""
-    rng = np.random.default_rng(0)
-    hundred = classes == 100
-    root = "cifar-100-python" if hundred else "cifar-10-batches-py"
-    key = b"fine_labels" if hundred else b"labels"
-
-    def batch(n):
-        labels = rng.integers(0, min(classes, 12), n)
-        images = np.repeat((labels * 20).astype("uint8")[:, None], 3072, axis=1)
-        return {key: labels.tolist(), b"data": images}
-
-    files = ({f"{root}/train": batch(n_train), f"{root}/test": batch(n_test)} if hundred else
-             {**{f"{root}/data_batch_{i}": batch(n_train // 5) for i in range(1, 6)},
-              f"{root}/test_batch": batch(n_test)})
-    with tarfile.open(path, "w:gz") as tar:
-        for name, content in files.items():
-            if payload is not None:
-                content, payload = {**content, b"extra": payload}, None
-            raw = pickle.dumps(content)
-            info = tarfile.TarInfo(name)
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    return path
+from conftest import call_script, to_np, write_cifar_archive  # noqa: E402
 
 
 @pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 100)])
@@ -53,20 +25,22 @@ def test_tfds_cifar_pipelines_with_mock_data(name, classes):
     with tfds.testing.mock_data(num_examples=24):
         d = data.make_data(name, 8, seed=0)
         assert (d.classes, d.input_shape, d.steps_per_epoch) == (classes, (32, 32, 3), 3)
-        batches = list(d.train_stream(2).as_numpy_iterator())
+        batches = list(d.train_stream(2))
         assert len(batches) == 2 * 3
-        x, y = batches[0]
-        assert x.shape == (8, 32, 32, 3) and x.dtype == np.float32 and y.dtype == np.int64
+        raw, y = batches[0]
+        assert raw.shape == (8, 32, 32, 3) and raw.dtype == np.uint8 and y.dtype == np.int64
         assert np.all((0 <= y) & (y < classes))
+        x = to_np(d.augmentation(raw, 0))  # (inside the training step)
+        assert x.shape == (8, 32, 32, 3) and x.dtype == np.float32
         assert abs(x.mean()) < 1.0 and 0.3 < x.std() < 2.0  # normalised
-        xt, yt = next(d.test.as_numpy_iterator())
-        assert xt.shape[1:] == (32, 32, 3)
+        xt, _ = d.test[0]
+        assert xt.shape == (8, 32, 32, 3) and xt.dtype == np.float32
 
 
 def test_mocked_imagenet_resizes_before_cropping():
     with tfds.testing.mock_data(num_examples=4):
         d = data.make_data("imagenet2012", 2, eval_size=320)
-        x, y = next(d.train.as_numpy_iterator())
+        x, y = next(d.train_stream(1).as_numpy_iterator())
         assert x.shape == (2, 224, 224, 3) and np.all((0 <= y) & (y < 1000))
         x, _ = next(d.test.as_numpy_iterator())
         assert x.shape == (2, 320, 320, 3)
@@ -81,8 +55,8 @@ def test_cifar_python_archive_and_augmentation_keep_labels(tmp_path, classes):
     d = data.make_data("cifar100" if classes == 100 else "cifar10", 8, cifar_archive=path)
     assert (d.train_examples, d.test_examples) == (40, 12)
     padded = []
-    for images, labels in d.train_stream(2).as_numpy_iterator():
-        raw = images[..., 0] * d.std[0] + d.mean[0]
+    for step, (images, labels) in enumerate(d.train_stream(2)):
+        raw = to_np(d.augmentation(images, step))[..., 0] * d.std[0] + d.mean[0]
         # Padding only reaches 4 pixels in: the center always holds the image, and so its label.
         np.testing.assert_allclose(raw[:, 16, 16], 20 * labels, atol=1e-3)
         # A corner is zero padding (the mean, once normalised) or the image itself.
@@ -103,13 +77,26 @@ def test_not_an_archive(tmp_path):
 def test_digits_split_and_epoch_determinism():
     d = data.make_data("digits", 64, seed=3)
     assert (d.train_examples, d.test_examples, d.steps_per_epoch) == (1438, 359, 22)
-    full = [b for b in d.train_stream(3).as_numpy_iterator()]
-    resumed = [b for b in d.train_stream(3, start_epoch=1).as_numpy_iterator()]
+    full = list(d.train_stream(3))
+    resumed = list(d.train_stream(3, start_epoch=1))
     assert len(full) == 66 and len(resumed) == 44
     for (a, la), (b, lb) in zip(full[22:], resumed):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(la, lb)
     assert not np.array_equal(full[0][1], full[22][1])  # a new order every epoch
+
+
+def test_digits_are_tensorflows_bilinear_upsampling():
+    """The 8x8 scans are upsampled without TensorFlow (SciPy), as tf.image.resize does."""
+    from sklearn.datasets import load_digits
+
+    images, labels = data.digits_arrays("train")
+    order = np.random.default_rng(0).permutation(1797)[359:]
+    scans = (load_digits().images[order] / 16.0 * 255.0).astype("float32")[..., None]
+    expected = tf.image.resize(scans, (32, 32), method="bilinear").numpy()
+    np.testing.assert_array_equal(images, np.repeat(
+        np.clip(np.round(expected), 0, 255).astype("uint8"), 3, axis=-1))
+    np.testing.assert_array_equal(labels, load_digits().target[order])
 
 
 class _RunsCode:

@@ -319,6 +319,19 @@ def test_another_workers_lock_and_temporaries_are_not_content(tmp_path):
     config = cfg.resolve_config(cfg.TrainConfig(model_dir=str(run_dir), arch="resnet20",
                                                 dataset="digits"))
     assert rundir.check(config)[0] == "new"
+    # Nor do the folders another worker opens before the chief writes config.json ...
+    for folder in ("backup", "tensorboard", "workers"):
+        (run_dir / folder / "worker1").mkdir(parents=True)
+    (run_dir / "workers" / "worker1" / "log.csv").write_text("epoch,loss\n")
+    assert rundir.check(config)[0] == "new"
+    # ... but this worker's own leftovers, or anything else in them, do.
+    (run_dir / "backup" / "chief0").mkdir()
+    with pytest.raises(files.RefusedError, match="holds no keras_preact run .* 'backup/'"):
+        rundir.check(config)
+    (run_dir / "backup" / "chief0").rmdir()
+    (run_dir / "tensorboard" / "notes.txt").write_text("")
+    with pytest.raises(files.RefusedError, match="not empty: 'tensorboard/'"):
+        rundir.check(config)
 
 
 def test_a_run_of_an_older_keras_preact_is_recognised(tmp_path):

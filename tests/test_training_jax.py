@@ -8,7 +8,7 @@ import pytest
 
 from keras_preact import files
 
-from conftest import run_script
+from conftest import python, run_script, write_cifar_archive
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="runs in the JAX pass")
 
@@ -48,14 +48,55 @@ def test_a_run_keeps_its_form_and_finishes_after_its_last_backup(tmp_path):
     assert "resuming from epoch 2" in finished.stdout
 
 
-def test_steps_per_execution_trains_the_same_weights(tmp_path):
-    args = ["--arch", "resnet20", "--dataset", "digits", "--batch-size", "64", "--epochs", "1",
-            "--no-plot", "--verbose", "0", "--deterministic", "--scan-units", "off"]
-    digests = []
-    for n in ("1", "4"):
-        run_dir = str(tmp_path / n)
-        result = run_script("train.py", *args, "--model-dir", run_dir,
-                            "--steps-per-execution", n, env={"KERAS_BACKEND": "jax"})
-        assert result.returncode == 0, result.stderr[-3000:]
-        digests.append(files.read_json(os.path.join(run_dir, "results.json"))["weights_sha256"])
+# What the GPU machine lacks: TensorFlow (so TensorBoard and tensorflow-datasets), matplotlib
+# and scikit-learn. A finder that refuses them, installed in each interpreter by sitecustomize.
+NOT_INSTALLED = """
+import sys
+
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+
+sys.meta_path.insert(0, NotInstalled())
+"""
+BLOCKED = {"tensorflow", "tensorflow_datasets", "tensorboard", "matplotlib", "sklearn"}
+
+
+def test_train_without_tensorflow_and_resume_bitwise(tmp_path):
+    """train.py on a JAX-only machine: CIFAR from its archive, augmented inside the step.
+    A run killed after epoch 1 and resumed (two steps per execution) ends with exactly the
+    weights of an uninterrupted run (one step per execution)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NOT_INSTALLED.format(blocked=BLOCKED))
+    env = {"KERAS_BACKEND": "jax",
+           "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    probe = python("-c", "import tensorflow", env=env)
+    assert "No module named 'tensorflow'" in probe.stderr
+    archive = write_cifar_archive(str(tmp_path / "cifar.tar.gz"), n_train=80)
+    args = ["--arch", "resnet20", "--dataset", "cifar10", "--cifar-archive", archive,
+            "--batch-size", "8", "--epochs", "2", "--deterministic", "--verbose", "2"]
+    whole = run_script("train.py", *args, "--model-dir", str(tmp_path / "whole"), env=env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert ("not written: curves.png (matplotlib is not installed), tensorboard/ (tensorflow "
+            "is not installed)") in whole.stdout
+    assert not (tmp_path / "whole" / "tensorboard").exists()
+    run = ["--model-dir", str(tmp_path / "run"), "--steps-per-execution", "2"]
+    killed = run_script("train.py", *args, *run, env={**env, "KERAS_PREACT_FAULT": "epoch.end@1"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = run_script("train.py", *args, *run, env=env)
+    assert resumed.returncode == 0 and "resuming from epoch 1 of 2" in resumed.stdout
+    digests = [files.read_json(str(tmp_path / d / "results.json"))["weights_sha256"]
+               for d in ("whole", "run")]
     assert digests[0] == digests[1]
+    # What needs a missing package says so in one line.
+    for dataset, message in (("digits", ("--dataset digits needs scikit-learn: pip install "
+                                         "scikit-learn.")),
+                             ("cifar10", "needs TensorFlow, which is not installed here")):
+        result = run_script("train.py", "--dataset", dataset, "--model-dir",
+                            str(tmp_path / dataset), env=env)
+        assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / dataset).exists()
