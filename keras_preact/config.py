@@ -213,8 +213,13 @@ def schedule_for(config, steps_per_epoch):
 
 
 def paper_error(config):
-    """The paper's test error (%) for this configuration, or ``None``."""
+    """The paper's test error (%) for this configuration (Tables 1 to 3 and 5; Table 1's
+    "fail" as ``registry.FAIL``), or ``None``."""
     spec = registry.get_spec(config.arch)
-    if config.shortcut != {"name": "identity"} or config.projection != "B":
+    if config.projection != "B":
         return None
-    return spec.paper_error.get(config.dataset, {}).get(config.placement)
+    if config.shortcut == {"name": "identity"}:
+        return spec.paper_error.get(config.dataset, {}).get(config.placement)
+    if config.placement == "original":
+        return registry.paper_shortcut_error(config.arch, config.dataset, config.shortcut)
+    return None

@@ -76,7 +76,11 @@ def make_figure(run_dirs):
 
 def plot_runs(run_dirs, out_path):
     """Write a PNG of training loss and test error of the runs; return its path."""
-    fig = make_figure(run_dirs)
+    return save_figure(make_figure(run_dirs), out_path)
+
+
+def save_figure(fig, out_path):
+    """Write a matplotlib figure as a PNG, atomically, and close it; return the path."""
     import matplotlib.pyplot as plt
 
     try:

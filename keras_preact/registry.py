@@ -43,6 +43,36 @@ PAPER_ERRORS = {
     "resnet200": {"imagenet2012": {"original": 21.8, "full_preact": 20.7}},
 }
 
+# Table 1: ResNet-110 with the original unit on CIFAR-10, by shortcut of Fig. 2 (the
+# paper's "fail": a test error above FAIL_ABOVE %). Exclusive gating fails for every
+# initial gate bias from 0 to -5.
+FAIL, FAIL_ABOVE = "fail", 20.0
+PAPER_SHORTCUT_ERRORS = {
+    "resnet110": {"cifar10": (
+        ({"name": "identity"}, 6.61),
+        ({"name": "constant_scaling", "scale": 0.0, "scale_residual": False}, FAIL),
+        ({"name": "constant_scaling", "scale": 0.5, "scale_residual": False}, FAIL),
+        ({"name": "constant_scaling", "scale": 0.5, "scale_residual": True}, 12.35),
+        *(({"name": "exclusive_gating", "gate_bias": -float(b)}, FAIL) for b in range(6)),
+        ({"name": "exclusive_gating", "gate_bias": -6.0}, 8.70),
+        ({"name": "exclusive_gating", "gate_bias": -7.0}, 9.81),
+        ({"name": "shortcut_only_gating", "gate_bias": 0.0}, 12.86),
+        ({"name": "shortcut_only_gating", "gate_bias": -6.0}, 6.91),
+        ({"name": "conv1x1"}, 12.22),
+        ({"name": "dropout", "rate": 0.5}, FAIL),
+    )},
+}
+
+
+def paper_shortcut_error(arch, dataset, shortcut):
+    """Table 1's test error (%, or ``FAIL``) of ``arch`` with the original unit and this
+    shortcut (a name, dict or command-line form), or ``None``."""
+    wanted = catalog.resolve_shortcut(shortcut)
+    for spec, error in PAPER_SHORTCUT_ERRORS.get(arch, {}).get(dataset, ()):
+        if catalog.resolve_shortcut(spec) == wanted:
+            return error
+    return None
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:

@@ -529,8 +529,12 @@ def _plots(config):
 
 def _error_line(results):
     paper = results.get("paper_error")
+    if paper == registry.FAIL:
+        paper = f"fail, i.e. above {registry.FAIL_ABOVE:g}%,"
+    elif paper is not None:
+        paper = f"{paper:.2f}%"
     return (f"test error {results['test_error']:.2f}%"
-            + (f" (paper: {paper:.2f}% for {results['arch']} {results['placement']} on "
+            + (f" (paper: {paper} for {results['arch']} {results['placement']} on "
                f"{results['dataset']})" if paper is not None
                else " (the paper reports no figure for this configuration)"))
 

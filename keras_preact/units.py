@@ -261,37 +261,53 @@ class ResidualUnit(layers.Layer):
 
     # -- the pieces of the paper's equation -------------------------------------
     @staticmethod
-    def _run(chain, x, training):
+    def _run(chain, x, training, relu_inputs=None):
         for layer in chain:
             if isinstance(layer, layers.BatchNormalization):
                 x = layer(x, training=training)
             else:
+                if relu_inputs is not None and isinstance(layer, layers.ReLU):
+                    relu_inputs.append(x)
                 x = layer(x)
         return x
 
-    def split(self, x, training=None):
+    def split(self, x, training=None, relu_inputs=None):
         """``(shortcut input, residual input)`` after any shared pre-activation."""
         if self.preact_mode == "shared":
-            x = self._run(self.pre, x, training)
+            x = self._run(self.pre, x, training, relu_inputs)
             return x, x
         if self.preact_mode == "residual":
-            return x, self._run(self.pre, x, training)
+            return x, self._run(self.pre, x, training, relu_inputs)
         return x, x
 
-    def F(self, r, training=None):
+    def F(self, r, training=None, relu_inputs=None):
         """The residual function on an already split (and maybe pre-activated) input."""
-        return self._run(self.branch, r, training)
+        return self._run(self.branch, r, training, relu_inputs)
 
     def h(self, x, residual, training=None):
         return self.shortcut(x, residual, training=training)
 
-    def f(self, y, training=None):
-        return self._run(self.post, y, training)
+    def f(self, y, training=None, relu_inputs=None):
+        return self._run(self.post, y, training, relu_inputs)
 
     def call(self, x, training=None):
         """``x_{l+1} = f(h(x_l) + F(x_l))``; each placement differs only in its tables."""
         x, r = self.split(x, training)
         return self.f(self.h(x, self.F(r, training), training), training)
+
+    def parts(self, x, training=None):
+        """``call`` step by step, for analysis: a dict of ``F`` (``F(x_l)``), ``sum``
+        (what ``f`` receives: ``h(x_l) + F(x_l)``), ``output`` (``x_{l+1}``), and the
+        input of each ReLU of the unit: ``relu_inputs`` (all, in order) and
+        ``after_addition_relu_input`` (that of ``f``'s ReLU, or ``None``)."""
+        relus = []
+        x, r = self.split(x, training, relus)
+        residual = self.F(r, training, relus)
+        total = self.h(x, residual, training)
+        before_f = len(relus)
+        output = self.f(total, training, relus)
+        return {"F": residual, "sum": total, "output": output, "relu_inputs": relus,
+                "after_addition_relu_input": relus[before_f] if len(relus) > before_f else None}
 
     def compute_output_shape(self, input_shape):
         return strided_shape(input_shape, self.strides, self.out_channels)

@@ -26,6 +26,33 @@ def test_list_models_and_info():
     assert kp.model_info("resnet200")["dataset"] == "imagenet2012"
 
 
+def test_table1_figures_by_shortcut():
+    from keras_preact import config as cfg
+    from keras_preact import registry
+
+    def paper(**kwargs):
+        return cfg.paper_error(cfg.resolve_config(cfg.TrainConfig(
+            model_dir="x", arch="resnet110", **{"placement": "original", **kwargs})))
+
+    assert paper() == 6.61 == kp.model_info("resnet110")["paper_error"]["cifar10"]["original"]
+    assert paper(shortcut="constant_scaling:scale=0.5,scale_residual=true") == 12.35
+    assert paper(shortcut="constant_scaling") == registry.FAIL  # (0.5 / 1)
+    assert paper(shortcut="constant_scaling:scale=0") == registry.FAIL  # a plain net
+    assert [paper(shortcut=f"exclusive_gating:gate_bias={b}") for b in (0, -3, -5, -6, -7)] \
+        == [registry.FAIL] * 3 + [8.70, 9.81]
+    assert paper(shortcut="shortcut_only_gating:gate_bias=0") == 12.86
+    assert paper(shortcut="shortcut_only_gating") == 6.91
+    assert paper(shortcut="conv1x1") == 12.22 and paper(shortcut="dropout") == registry.FAIL
+    assert paper(shortcut="exclusive_gating:gate_bias=-2.5") is None  # not a row
+    assert paper(shortcut="conv1x1", placement="full_preact") is None  # Table 1 is (a) only
+    assert paper(shortcut="conv1x1", projection="A") is None
+    from keras_preact.training import _error_line
+
+    assert _error_line({"test_error": 25.0, "paper_error": registry.FAIL, "arch": "resnet110",
+                        "placement": "original", "dataset": "cifar10"}) == (
+        "test error 25.00% (paper: fail, i.e. above 20%, for resnet110 original on cifar10)")
+
+
 def test_get_model_passes_options():
     model = kp.get_model("resnet20", classes=100, placement="original", shortcut="conv1x1")
     assert model.output_shape == (None, 100)
