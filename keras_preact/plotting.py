@@ -46,8 +46,9 @@ def run_labels(run_dirs, configs):
     return labels
 
 
-def make_figure(run_dirs):
-    """The matplotlib figure of the runs (training loss, test error)."""
+def make_figure(run_dirs, log_error=False):
+    """The matplotlib figure of the runs (training loss, test error; ``log_error``: the
+    error on a log axis from 0.5% to 100%, readable down to 1%)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,7 +67,9 @@ def make_figure(run_dirs):
             top = min(100.0, 1.25 * finite[-1])
     ax_loss.set(xlabel="iterations", ylabel="training loss", title="Training loss")
     ax_err.set(xlabel="iterations", ylabel="test error (%)", title="Test error",
-               ylim=(0.0, top))
+               ylim=(0.5, 100.0) if log_error else (0.0, top))
+    if log_error:
+        ax_err.set_yscale("log")
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -74,9 +77,9 @@ def make_figure(run_dirs):
     return fig
 
 
-def plot_runs(run_dirs, out_path):
+def plot_runs(run_dirs, out_path, log_error=False):
     """Write a PNG of training loss and test error of the runs; return its path."""
-    return save_figure(make_figure(run_dirs), out_path)
+    return save_figure(make_figure(run_dirs, log_error), out_path)
 
 
 def save_figure(fig, out_path):

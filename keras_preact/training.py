@@ -408,10 +408,12 @@ def _backup_store(config):
 
 def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints):
     backup = Backup(_backup_store(config), config.identity(), seconds)
+    csv_log = keras.callbacks.CSVLogger(_worker_path(config.model_dir, chief, rundir.LOG),
+                                        append=True)
     callbacks = [
         StopOnNaN(),
         backup,
-        keras.callbacks.CSVLogger(_worker_path(config.model_dir, chief, rundir.LOG), append=True),
+        csv_log,
         Checkpoints(config.model_dir, chief=chief, record=checkpoints),
     ]
     if installed("tensorflow"):
@@ -429,6 +431,9 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
             )
     except TrainingDiverged as e:
         raise TrainingDiverged(_diverged_message(config, *e.args)) from None
+    finally:  # (Keras closes it only at the end of training; a grid goes on in this process)
+        if getattr(csv_log, "csv_file", None) is not None and not csv_log.csv_file.closed:
+            csv_log.csv_file.close()
     loss, accuracy = model.evaluate(data.test, verbose=0)
     return {
         "arch": config.arch, "dataset": config.dataset, "placement": config.placement,

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import SCRIPTS, call_script, python, script_module
 
-SCRIPT_NAMES = ("train", "export", "benchmark", "plot", "summary", "model_table", "analyze")
+SCRIPT_NAMES = ("train", "export", "benchmark", "plot", "summary", "model_table", "analyze", "experiment")
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)
 def test_help_loads_no_backend(name):

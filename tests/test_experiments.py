@@ -1,0 +1,84 @@
+"""The paper's experiments as grids of runs: the plan, a tiny grid trained, resumed, skipped."""
+
+import os
+import pathlib
+import re
+import shlex
+
+import pytest
+
+from keras_preact import experiments, files
+from keras_preact import config as cfg
+
+from conftest import run_script, script_module
+
+pytestmark = pytest.mark.tf_only
+
+
+@pytest.mark.parametrize("name, runs", [("table1", 11), ("table2", 10), ("table3", 8),
+                                        ("fig1", 2), ("fig6", 4)])
+def test_each_grid_plans_its_runs_and_their_commands(tmp_path, name, runs):
+    planned = experiments.plan(name, str(tmp_path), seeds=1)
+    assert len(planned) == runs and len({r.config.model_dir for r in planned}) == runs
+    parser = script_module("train").parser()
+    for run in planned:
+        command = experiments.train_command(run.config)
+        argv = shlex.split(command)[2:]  # (python scripts/train.py)
+        assert cfg.resolve_config(cfg.TrainConfig(**vars(parser.parse_args(argv)))) \
+            == cfg.resolve_config(run.config)
+
+
+def test_table_figures_and_scaled_down_grids(tmp_path):
+    table1 = experiments.plan("table1", str(tmp_path))
+    assert [r.variant.paper_error() for r in table1] == [
+        6.61, "fail", "fail", 12.35, "fail", 8.70, 9.81, 12.86, 6.91, 12.22, "fail"]
+    folded = experiments.plan("table2", str(tmp_path), arch="resnet20", dataset="digits",
+                              seeds=2)
+    assert len(folded) == 5 * 2 and {r.config.arch for r in folded} == {"resnet20"}
+    assert [r.variant.paper_error() for r in folded[::2]] == [6.61, 8.17, 7.84, 6.71, 6.37]
+    with pytest.raises(ValueError, match="Unknown variant of fig1 'conv1x1'"):
+        experiments.plan("fig1", str(tmp_path), variants=["conv1x1"])
+
+
+ARGS = ["table2", "--arch", "resnet20", "--dataset", "digits", "--epochs", "2",
+        "--steps-per-epoch", "2", "--batch-size", "16", "--variants", "original", "full_preact"]
+
+
+def test_a_tiny_grid_resumes_and_skips_what_is_finished(tmp_path):
+    out = str(tmp_path / "grid")
+    args = [*ARGS, "--out", out]
+    killed = run_script("experiment.py", *args, env={"KERAS_PREACT_FAULT": "epoch.end@1"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    first = os.path.join(out, "resnet20-original-digits", "seed0")
+    assert not os.path.exists(os.path.join(first, "results.json"))
+    again = run_script("experiment.py", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"{first}: resuming from epoch 1 of 2" in again.stdout
+    assert "resnet20-full_preact-digits/seed0: starting epoch 1 of 2" in again.stdout
+    results = pathlib.Path(out, "results.md").read_text()
+    rows = re.findall(r"^\| resnet20 (\w+) digits \| resnet110 \w+ cifar10 \| ([\d.]+) \| "
+                      r"(?:fail )?([\d.]+) \| 1 \|$", results, re.MULTILINE)
+    measured = {p: files.read_json(os.path.join(out, f"resnet20-{p}-digits", "seed0",
+                                                "results.json"))["test_error"]
+                for p in ("original", "full_preact")}
+    assert rows == [("original", "6.61", f"{measured['original']:.2f}"),
+                    ("full_preact", "6.37", f"{measured['full_preact']:.2f}")]
+    assert "Budget: 2 epochs of 2 steps, batch 16, 1 seed(s)" in results
+    assert os.path.getsize(os.path.join(out, "curves.png")) > 0
+    done = run_script("experiment.py", *args)
+    assert done.returncode == 0 and done.stdout.count("holds a finished run") == 2
+
+
+def test_a_diverged_run_is_a_failure_not_retried(tmp_path):
+    out = str(tmp_path / "grid")
+    options = dict(arch="resnet20", dataset="digits", epochs=1, steps_per_epoch=3,
+                   batch_size=16, variants=["original"], lr=1e12, warmup=False, verbose=0)
+    lines = []
+    rows = experiments.run_grid("table2", out, log=lines.append, **options)
+    assert any("The loss became NaN or infinite" in line for line in lines)
+    assert rows[0]["diverged"] == 1 and not rows[0]["errors"]
+    assert "| resnet20 original digits | resnet110 original cifar10 | 6.61 | fail - (1 diverged) | 1 |" \
+        in pathlib.Path(out, "results.md").read_text()
+    lines = []
+    experiments.run_grid("table2", out, log=lines.append, **options)
+    assert any("diverged before; not retried" in line for line in lines)
