@@ -423,8 +423,13 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
         # (A run killed after its last backup has no epoch left: Keras' JAX trainer would
         # still draw a batch from the empty stream to trace the model.)
         if start_epoch < schedule.epochs:
+            stream = data.train_stream(schedule.epochs, start_epoch)
+            if data.augmentation is not None and keras.backend.backend() == "tensorflow":
+                from keras_preact.data import tf_train_stream
+
+                stream = tf_train_stream(data, schedule.epochs, start_epoch, config.batch_size)
             model.fit(
-                data.train_stream(schedule.epochs, start_epoch), epochs=schedule.epochs,
+                stream, epochs=schedule.epochs,
                 initial_epoch=start_epoch, steps_per_epoch=data.steps_per_epoch,
                 validation_data=data.test, callbacks=callbacks, shuffle=False,
                 verbose=verbosity(config, sys.stdout.isatty()),
