@@ -10,9 +10,10 @@ import pytest
 from keras_preact import experiments, files
 from keras_preact import config as cfg
 
-from conftest import run_script, script_module
+from conftest import BACKEND, run_script, script_module
 
-pytestmark = pytest.mark.tf_only
+# The grids train in the JAX pass of CI, which runs beside the (longer) TensorFlow one.
+in_jax_pass = pytest.mark.skipif(BACKEND != "jax", reason="trains in the JAX pass")
 
 
 @pytest.mark.parametrize("name, runs", [("table1", 11), ("table2", 10), ("table3", 8),
@@ -44,6 +45,7 @@ ARGS = ["table2", "--arch", "resnet20", "--dataset", "digits", "--epochs", "2",
         "--steps-per-epoch", "2", "--batch-size", "16", "--variants", "original", "full_preact"]
 
 
+@in_jax_pass
 def test_a_tiny_grid_resumes_and_skips_what_is_finished(tmp_path):
     out = str(tmp_path / "grid")
     args = [*ARGS, "--out", out]
@@ -69,6 +71,7 @@ def test_a_tiny_grid_resumes_and_skips_what_is_finished(tmp_path):
     assert done.returncode == 0 and done.stdout.count("holds a finished run") == 2
 
 
+@in_jax_pass
 def test_a_diverged_run_is_a_failure_not_retried(tmp_path):
     out = str(tmp_path / "grid")
     options = dict(arch="resnet20", dataset="digits", epochs=1, steps_per_epoch=3,
