@@ -99,6 +99,12 @@ class Run:
     config: object  # the TrainConfig this grid trains
     seed: int
 
+    @property
+    def label(self):
+        """The variant this run trains (its arch and data set, which may be the grid's)."""
+        c = self.config
+        return Variant(c.arch, c.dataset, c.placement, c.shortcut).label
+
 
 def plan(name, out, arch=None, dataset=None, iterations=None, epochs=None, seeds=1,
          batch_size=None, variants=None, **options):
@@ -167,7 +173,8 @@ def run_grid(name, out, log=print, **kwargs):
     record = files.read_json(record_path) if os.path.exists(record_path) else {}
     for i, run in enumerate(runs, start=1):
         where = run.config.model_dir
-        log(f"[{i}/{len(runs)}] {run.variant.label}, seed {run.seed}: {where}")
+        log(f"[{i}/{len(runs)}] {run.label}, seed {run.seed} (the paper's "
+            f"{run.variant.label}): {where}")
         if record.get(where, {}).get("status") == "diverged":
             log("           diverged before; not retried (remove it from grid.json to retry)")
             continue
@@ -199,9 +206,7 @@ def summarise(name, runs, record=None):
     rows = {}
     for run in runs:
         ours = run.config
-        label = Variant(ours.arch, ours.dataset or run.variant.dataset, ours.placement,
-                        ours.shortcut).label
-        row = rows.setdefault(label, {"variant": label, "paper": run.variant.paper_error(),
+        row = rows.setdefault(run.label, {"variant": run.label, "paper": run.variant.paper_error(),
                                       "paper_variant": run.variant.label, "errors": [],
                                       "diverged": 0, "pending": 0})
         results = os.path.join(ours.model_dir, "results.json")

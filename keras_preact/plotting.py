@@ -18,7 +18,8 @@ def read_run(run_dir):
     its, loss, err = [], [], []
     with open(os.path.join(run_dir, "log.csv")) as f:
         for row in csv.DictReader(f):
-            its.append((int(row["epoch"]) + 1) * steps)
+            its.append(min((int(row["epoch"]) + 1) * steps,
+                           config.get("total_iterations", float("inf"))))
             loss.append(float(row["loss"]))
             err.append(100.0 * (1.0 - float(row["val_accuracy"])) if row.get("val_accuracy") else float("nan"))
     return config, its, loss, err
@@ -66,6 +67,8 @@ def make_figure(run_dirs, log_error=False):
         if finite and finite[-1] > 0.8 * top:
             top = min(100.0, 1.25 * finite[-1])
     ax_loss.set(xlabel="iterations", ylabel="training loss", title="Training loss")
+    if log_error:  # (one diverging run must not flatten the others)
+        ax_loss.set_yscale("log")
     ax_err.set(xlabel="iterations", ylabel="test error (%)", title="Test error",
                ylim=(0.5, 100.0) if log_error else (0.0, top))
     if log_error:

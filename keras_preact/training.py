@@ -148,6 +148,24 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
             raise TrainingDiverged(self.epoch + 1, batch) from None
 
 
+class StopAtIteration(keras.callbacks.Callback):
+    """End training after ``total`` iterations, inside the last epoch where ``total`` is not
+    a whole number of epochs (the paper stops CIFAR at 64k iterations, not at the end of
+    the 165th epoch of 390)."""
+
+    def __init__(self, total, steps_per_epoch):
+        super().__init__()
+        self.total, self.steps_per_epoch, self.epoch = total, steps_per_epoch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        # (Counted here, not read from the optimizer: that would wait for the device.)
+        if self.epoch * self.steps_per_epoch + batch + 1 >= self.total:
+            self.model.stop_training = True
+
+
 class Backup(keras.callbacks.Callback):
     """The resume state after every epoch (``rundir.BackupStore``), written atomically.
 
@@ -412,6 +430,7 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
                                         append=True)
     callbacks = [
         StopOnNaN(),
+        StopAtIteration(schedule.total_iterations, data.steps_per_epoch),
         backup,
         csv_log,
         Checkpoints(config.model_dir, chief=chief, record=checkpoints),
