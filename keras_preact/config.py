@@ -13,7 +13,10 @@ He et al. 2016 for the chosen arch:
 * ImageNet: batch 256, 0.1 divided by 10 at epochs 30 and 60, 90 epochs;
   evaluation on a 224 center crop or the paper's 320 crop.
 
-``--iterations``/``--epochs`` rescale the milestones (and the warm-up) proportionally.
+``--iterations``/``--epochs`` rescale the milestones (and the warm-up) proportionally;
+``--warmup-iterations`` sets the warm-up's length instead (ResNet v1's rule is "0.01 until the
+training error is below 80%", which is about 400 iterations on CIFAR: on a small data set and
+budget that takes a larger share of the iterations than 400 of 64k).
 """
 
 import dataclasses
@@ -39,6 +42,8 @@ LR_DROP = 0.1
 # the form it started with, see scan_choice.)
 VOLATILE_FIELDS = ("model_dir", "overwrite", "data_dir", "cifar_archive", "verbose", "plot",
                    "scan_units", "remat", "steps_per_execution")
+# Fields added after runs were first recorded: left out of the identity while unset.
+LATER_FIELDS = ("warmup_iterations",)
 SCAN_CHOICES = ("auto", "on", "off")
 # scan_units="auto", by measurement on the 2-core CPU (scripts/benchmark.py train, batch 8):
 # without XLA (TensorFlow's default on a CPU) the scanned net steps as fast as the unrolled
@@ -63,6 +68,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup: bool = True
+    warmup_iterations: int = None  # default: the paper's 400, scaled down with the budget
     iterations: int = None
     epochs: int = None
     steps_per_epoch: int = None  # default: the training set's size // batch_size
@@ -86,7 +92,9 @@ class TrainConfig:
     def identity(self):
         """The fields that define the run (what must match to resume it)."""
         d = dataclasses.asdict(self)
-        return {k: v for k, v in d.items() if k not in VOLATILE_FIELDS}
+        # (Unset, a field added later stays out, so that earlier runs still resume.)
+        return {k: v for k, v in d.items() if k not in VOLATILE_FIELDS
+                and not (k in LATER_FIELDS and v is None)}
 
 
 def resolve_config(config):
@@ -148,6 +156,15 @@ def resolve_config(config):
     if c.cifar_archive is not None and c.dataset not in ("cifar10", "cifar100"):
         raise ValueError(f"--cifar-archive applies to cifar10 and cifar100, not {c.dataset}.")
     c.sync_bn, c.deterministic, c.warmup = bool(c.sync_bn), bool(c.deterministic), bool(c.warmup)
+    if c.warmup_iterations is not None:
+        check_int("warmup_iterations", c.warmup_iterations, minimum=1)
+        if not c.warmup:
+            raise ValueError("--warmup-iterations sets the length of the warm-up that "
+                             "--no-warmup turns off: give one of them.")
+        total = c.iterations or (None if c.epochs or imagenet else CIFAR_ITERATIONS)
+        if total is not None and c.warmup_iterations >= total:
+            raise ValueError(f"--warmup-iterations {c.warmup_iterations} leaves none of the "
+                             f"run's {total} iterations at --lr: warm up for fewer.")
     return c
 
 
@@ -196,7 +213,8 @@ def schedule_for(config, steps_per_epoch):
             total = config.iterations or CIFAR_ITERATIONS
         scale = total / CIFAR_ITERATIONS
         milestones = [round(b * scale) for b in CIFAR_MILESTONES]
-    warmup = round(WARMUP_ITERATIONS * min(1.0, scale)) if config.warmup else 0
+    warmup = 0 if not config.warmup else config.warmup_iterations or round(
+        WARMUP_ITERATIONS * min(1.0, scale))
     boundaries, values = [], []
     if warmup:
         boundaries.append(warmup)

@@ -241,11 +241,17 @@ def _paper(value):
 
 def write_results(name, runs, rows, path):
     """``results.md``: the budget, then the measured table beside the paper's."""
+    from keras_preact.config import WARMUP_LR, TrainConfig
+
     c = runs[0].config
     budget = (f"{c.iterations} iterations" if c.iterations else
               f"{c.epochs} epochs" if c.epochs else "the paper's schedule")
     if c.steps_per_epoch:
         budget += f" of {c.steps_per_epoch} steps"
+    if c.warmup_iterations:
+        budget += f", warm-up {c.warmup_iterations} iterations at {WARMUP_LR:g}"
+    if c.lr != TrainConfig.lr:
+        budget += f", learning rate {c.lr:g}"
     lines = [
         f"# {name}: {GRIDS[name][0]}", "",
         (f"Budget: {budget}, batch {c.batch_size or 'default'}, "

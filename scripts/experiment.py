@@ -38,6 +38,10 @@ def parser():
     p.add_argument("--steps-per-epoch", type=_cli.positive_int,
                    help="batches per epoch (default: the training set's size / batch)")
     p.add_argument("--batch-size", type=_cli.positive_int, help="global batch size")
+    p.add_argument("--lr", type=float, help="learning rate after the warm-up (default: 0.1)")
+    p.add_argument("--warmup-iterations", type=_cli.positive_int, metavar="N",
+                   help="warm up at 0.01 for N iterations (default: 400, scaled down with "
+                   "the budget)")
     p.add_argument("--seeds", type=_cli.positive_int, default=1,
                    help="runs per variant (seeds 0..N-1): mean and standard deviation")
     p.add_argument("--variants", nargs="+", metavar="KEY",
@@ -51,9 +55,11 @@ def parser():
 def experiment(args):
     from keras_preact import experiments
 
-    options = dict(arch=args.arch, dataset=args.dataset, iterations=args.iterations,
+    options = {} if args.lr is None else {"lr": args.lr}
+    options.update(arch=args.arch, dataset=args.dataset, iterations=args.iterations,
                    epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size,
                    variants=args.variants, steps_per_epoch=args.steps_per_epoch,
+                   warmup_iterations=args.warmup_iterations,
                    data_dir=args.data_dir, cifar_archive=args.cifar_archive, verbose=2)
     if args.dry_run:
         runs = experiments.plan(args.name, args.out, **options)

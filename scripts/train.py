@@ -48,6 +48,9 @@ def parser():
                      help="the paper's (coupled L2) weight decay")
     opt.add_argument("--no-warmup", dest="warmup", action="store_false",
                      help="skip the 0.01 warm-up of the first 400 iterations")
+    opt.add_argument("--warmup-iterations", type=int, metavar="N",
+                     help="warm up for N iterations (default: 400, scaled down with "
+                     "--iterations/--epochs)")
     opt.add_argument("--iterations", type=int,
                      help="CIFAR: total iterations (default 64k); the milestones scale with it")
     opt.add_argument("--epochs", type=int,

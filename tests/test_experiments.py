@@ -42,7 +42,8 @@ def test_table_figures_and_scaled_down_grids(tmp_path):
 
 
 ARGS = ["table2", "--arch", "resnet20", "--dataset", "digits", "--epochs", "2",
-        "--steps-per-epoch", "2", "--batch-size", "16", "--variants", "original", "full_preact"]
+        "--steps-per-epoch", "2", "--batch-size", "16", "--warmup-iterations", "1", "--lr", "0.05",
+        "--variants", "original", "full_preact"]
 
 
 @in_jax_pass
@@ -65,7 +66,8 @@ def test_a_tiny_grid_resumes_and_skips_what_is_finished(tmp_path):
                 for p in ("original", "full_preact")}
     assert rows == [("original", "6.61", f"{measured['original']:.2f}"),
                     ("full_preact", "6.37", f"{measured['full_preact']:.2f}")]
-    assert "Budget: 2 epochs of 2 steps, batch 16, 1 seed(s)" in results
+    assert "Budget: 2 epochs of 2 steps, warm-up 1 iterations at 0.01, learning rate 0.05, " \
+        "batch 16, 1 seed(s)" in results
     assert os.path.getsize(os.path.join(out, "curves.png")) > 0
     done = run_script("experiment.py", *args)
     assert done.returncode == 0 and done.stdout.count("holds a finished run") == 2

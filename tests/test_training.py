@@ -39,6 +39,10 @@ def test_paper_schedule_values():
     short = cfg.schedule_for(dataclasses.replace(config, iterations=6400), 390)
     assert short.total_iterations == 6400 and short.milestones == (3200, 4800)
     assert short.warmup_iterations == 40 and short.boundaries == (40, 3200, 4800)
+    # --warmup-iterations sets the warm-up's length instead of scaling it.
+    set_ = cfg.schedule_for(dataclasses.replace(config, iterations=300, warmup_iterations=40), 22)
+    assert set_.boundaries == (40, 150, 225) and set_.epochs == 14
+    assert set_.values == pytest.approx((0.01, 0.1, 0.01, 0.001))
     imagenet = resolved(arch="resnet200")
     s = cfg.schedule_for(imagenet, steps_per_epoch=5004)
     assert imagenet.batch_size == 256 and s.total_iterations == 90 * 5004
@@ -79,6 +83,9 @@ def test_l2_regulariser_is_the_papers_coupled_decay():
     (dict(verbose=3), "Unknown verbose '3'"),
     (dict(dataset="digits", cifar_archive="x.tar.gz"), "--cifar-archive applies to cifar10"),
     (dict(shortcut="dropout:rate=half"), "number or true/false"),
+    (dict(warmup_iterations=0), r"`warmup_iterations` must be >= 1, got 0"),
+    (dict(warmup=False, warmup_iterations=40), "--no-warmup turns off: give one of them"),
+    (dict(iterations=300, warmup_iterations=300), "leaves none of the run's 300 iterations"),
 ])
 def test_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -91,6 +98,12 @@ def test_shortcut_is_one_canonical_spec():
     assert a.shortcut == b.shortcut == {"name": "constant_scaling", "scale": 0.5,
                                         "scale_residual": False}
     assert a.identity() == b.identity()  # the same run, however it is spelled
+
+
+def test_a_field_added_later_leaves_earlier_runs_resumable():
+    # Runs recorded before --warmup-iterations existed have no such key in their identity.
+    assert "warmup_iterations" not in resolved().identity()
+    assert resolved(warmup_iterations=40).identity()["warmup_iterations"] == 40
 
 
 # -- the reference run ------------------------------------------------------------------
@@ -400,6 +413,7 @@ def test_model_dir_problems_are_one_line_before_any_write(tmp_path, capsys, setu
     (["--cpu-replicas", "-1"], "`cpu_replicas` must be >= 1, got -1"),
     (["--arch", "resnet21"], "Unknown arch 'resnet21'"),
     (["--eval-size", "300"], "invalid choice: 300"),
+    (["--no-warmup", "--warmup-iterations", "40"], "give one of them"),
 ])
 def test_bad_arguments_fail_before_the_run_directory_exists(tmp_path, capsys, args, message):
     from conftest import call_script
