@@ -181,7 +181,7 @@ def load_source(kind, value, classes=10, input_shape=None, seed=0):
 
     import keras
 
-    from keras_preact import registry
+    from keras_preact import models, registry
 
     if kind == "arch":
         arch, options = value
@@ -200,7 +200,7 @@ def load_source(kind, value, classes=10, input_shape=None, seed=0):
         path = os.path.join(path, "last.keras")
         if not os.path.exists(path):
             raise ValueError(f"{value!r} holds no last.keras yet: train it for an epoch first.")
-    return keras.saving.load_model(path, safe_mode=True), normalisation
+    return models.load_keras_file(path), normalisation
 
 
 def batch_of(data, count, input_shape, seed=0, cifar_archive=None, data_dir=None,

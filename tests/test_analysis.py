@@ -11,7 +11,7 @@ import keras_preact
 from keras_preact import analysis, convert
 from keras_preact.units import OriginalUnit
 
-from conftest import BACKEND, call_script, randomise_bn, to_np
+from conftest import BACKEND, call_script, randomise_bn, run_script, to_np
 
 SHAPE = (16, 16, 3)
 
@@ -144,3 +144,26 @@ def test_analyze_script_writes_csv_and_figure(tmp_path, capsys):
     assert os.path.getsize(out + ".png") > 0
     code, _, err = call_script("analyze", ["resnet20+shortcut=gating"], capsys)
     assert code == 2 and "Unknown shortcut" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.tf_only
+def test_analyze_script_reads_a_saved_scanned_network(tmp_path):
+    # A run directory's last.keras holds a scanned net on a CPU (TensorFlow's default form):
+    # the script, in a fresh interpreter, must find keras_preact's layers to load it.
+    keras.utils.set_random_seed(3)
+    model = keras_preact.get_model("resnet20", classes=10, classifier_activation=None,
+                                   scan_units=True)
+    randomise_bn(model, np.random.default_rng(3))
+    path = str(tmp_path / "net.keras")
+    model.save(path)
+    out = str(tmp_path / "prop")
+    done = run_script("analyze.py", path, "--data", "noise", "--batch", "4", "--out", out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    images, labels = analysis.batch_of("noise", 4, model.input_shape[1:])
+    expected = analysis.propagation(model, images, labels)  # (moving BN statistics)
+    [measured] = analysis.read_csv(out + ".csv").values()
+    assert [r["unit"] for r in measured] == [r["unit"] for r in expected]
+    assert len(measured) == 9
+    for a, b in zip(measured, expected):
+        for key in ("input_norm", "residual_norm", "grad_norm", "dead_relu_fraction"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5)
