@@ -230,6 +230,27 @@ def batch_of(data, count, input_shape, seed=0, cifar_archive=None, data_dir=None
 BN_CHOICES = ("auto", "batch", "moving")
 
 
+def _unique_labels(parsed):
+    """One label per source: a path's last component, or as many of its last components
+    as tell it apart from the others (runs of a grid all end in ``seed0``); a source given
+    twice is numbered."""
+    import collections
+    import os
+
+    paths = [tuple(os.path.normpath(value).split(os.sep)) if kind == "path" else (label,)
+             for label, kind, value in parsed]
+    for depth in range(1, max(map(len, paths)) + 1):
+        labels = ["/".join(p[-depth:]) for p in paths]
+        if len(set(labels)) == len(set(paths)):
+            break
+    counts, seen = collections.Counter(labels), collections.Counter()
+    for i, label in enumerate(labels):
+        if counts[label] > 1:
+            seen[label] += 1
+            labels[i] = f"{label} ({seen[label]})"
+    return labels
+
+
 def measure(sources, data="digits", batch=32, seed=0, bn="auto", cifar_archive=None,
             data_dir=None, log=print):
     """``{label: records}`` of each command-line model (:func:`parse_source`) on one batch.
@@ -243,7 +264,7 @@ def measure(sources, data="digits", batch=32, seed=0, bn="auto", cifar_archive=N
     check_choice("bn", bn, BN_CHOICES)
     parsed = [parse_source(s) for s in sources]  # every name checked before any work
     series = {}
-    for label, kind, value in parsed:
+    for label, (_, kind, value) in zip(_unique_labels(parsed), parsed):
         shape = (32, 32, 3) if data != "noise" else None
         model, normalisation = load_source(kind, value, input_shape=shape, seed=seed)
         images, labels = batch_of(data, batch, model.input_shape[1:], seed, cifar_archive,

@@ -167,3 +167,17 @@ def test_analyze_script_reads_a_saved_scanned_network(tmp_path):
     for a, b in zip(measured, expected):
         for key in ("input_norm", "residual_norm", "grad_norm", "dead_relu_fraction"):
             assert a[key] == pytest.approx(b[key], rel=1e-5)
+
+
+def test_sources_with_the_same_name_keep_their_own_labels(tmp_path):
+    runs = [tmp_path / grid / "resnet20-original-digits" / "seed0" for grid in ("a", "b")]
+    for run in runs:
+        run.mkdir(parents=True)
+    parsed = [analysis.parse_source(str(runs[0])), analysis.parse_source(str(runs[1]) + "/"),
+              analysis.parse_source("resnet20"), analysis.parse_source("resnet20")]
+    assert analysis._unique_labels(parsed) == [
+        "a/resnet20-original-digits/seed0", "b/resnet20-original-digits/seed0",
+        "resnet20 (1)", "resnet20 (2)"]
+    assert analysis._unique_labels(parsed[:3]) == [
+        "a/resnet20-original-digits/seed0", "b/resnet20-original-digits/seed0", "resnet20"]
+    assert analysis._unique_labels(parsed[2:3]) == ["resnet20"]
