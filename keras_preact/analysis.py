@@ -323,29 +323,26 @@ def plot(series, path, title=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_preact.plotting import save_figure
+    from keras_preact.plotting import colours, legend_below, save_figure
 
     clipped = any(r["clipped_fraction"] is not None for rows in series.values() for r in rows)
     panels = len(PLOTTED) + clipped
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8))
-    for i, (label, rows) in enumerate(series.items()):
+    for (label, rows), colour in zip(series.items(), colours(len(series))):
         units = range(1, len(rows) + 1)
         for ax, (key, name) in zip(axes, PLOTTED):
             values = [r[key] if r[key] and math.isfinite(r[key]) else np.nan for r in rows]
-            ax.semilogy(units, values, color=f"C{i}", label=label)
+            ax.semilogy(units, values, color=colour, label=label)
             ax.set(xlabel="residual unit", title=name)
         if clipped:
             values = [np.nan if r["clipped_fraction"] is None else r["clipped_fraction"]
                       for r in rows]
-            axes[-1].plot(units, values, color=f"C{i}", label=label)
+            axes[-1].plot(units, values, color=colour, label=label)
             axes[-1].set(xlabel="residual unit", title="share clipped by f = ReLU",
                          ylim=(0.0, 1.0))
     for ax in axes:
         ax.grid(alpha=0.3, which="both")
-    handles, names = axes[0].get_legend_handles_labels()
-    rows = math.ceil(len(names) / 3)
-    fig.legend(handles, names, loc="lower center", ncol=min(3, len(names)), fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))
+    legend_below(fig, axes[0])
     return save_figure(fig, path)

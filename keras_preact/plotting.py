@@ -59,8 +59,7 @@ def make_figure(run_dirs, log_error=False):
     labels = run_labels(run_dirs, [r[0] for r in runs])
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
     top = ERROR_AXIS_TOP
-    for i, ((_, its, loss, err), label) in enumerate(zip(runs, labels)):
-        colour = f"C{i}"
+    for (_, its, loss, err), label, colour in zip(runs, labels, colours(len(runs))):
         ax_loss.plot(its, loss, "--", color=colour, label=label)
         ax_err.plot(its, err, "-", color=colour, label=label)
         finite = [e for e in err if e == e]
@@ -75,9 +74,28 @@ def make_figure(run_dirs, log_error=False):
         ax_err.set_yscale("log")
     for ax in (ax_loss, ax_err):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    legend_below(fig, ax_err)
     return fig
+
+
+def colours(count):
+    """``count`` distinct colours (matplotlib's default cycle repeats after 10)."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(count)]
+
+
+def legend_below(fig, ax, columns=3):
+    """One legend for the figure, of ``ax``'s lines, below the panels (a legend inside a
+    panel hides the curves of a large grid); the figure grows to hold it."""
+    handles, names = ax.get_legend_handles_labels()
+    rows = -(-len(names) // columns)
+    width, height = fig.get_size_inches()
+    extra = 0.2 * rows + 0.1
+    fig.set_size_inches(width, height + extra)
+    fig.legend(handles, names, loc="lower center", ncol=min(columns, len(names)), fontsize=8)
+    fig.tight_layout(rect=(0, extra / (height + extra), 1, 1))
 
 
 def plot_runs(run_dirs, out_path, log_error=False):

@@ -87,7 +87,7 @@ def test_curves_read_at_one_percent_and_runs_are_told_apart(tmp_path):
     fig = plotting.make_figure([str(tmp_path / n) for n in "abc"])
     error_axis = fig.axes[1]
     assert error_axis.get_ylim() == (0.0, 20.0)  # the paper's 0-20%: a 1% error reads
-    assert [t.get_text() for t in error_axis.get_legend().get_texts()] == [
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "resnet20 full_preact (lr=0.1)", "resnet20 full_preact (lr=0.05)", "resnet110 full_preact"]
     # A run above 20% widens the axis to show it.
     _fake_run(str(tmp_path / "d"), "resnet20", [90.0, 60.0, 40.0])
@@ -95,8 +95,17 @@ def test_curves_read_at_one_percent_and_runs_are_told_apart(tmp_path):
     # Runs with equal settings are told apart by their folder.
     _fake_run(str(tmp_path / "e"), "resnet20", [90.0, 20.0, 5.0, 1.0])
     labels = [t.get_text() for t in plotting.make_figure([str(tmp_path / "a"), str(tmp_path / "e")])
-              .axes[0].get_legend().get_texts()]
+              .legends[0].get_texts()]
     assert labels == ["resnet20 full_preact (a)", "resnet20 full_preact (e)"]
+    # A grid of 11 variants (Table 1): 11 colours (the default cycle repeats after 10).
+    grid = []
+    for i in range(11):
+        _fake_run(str(tmp_path / f"g{i}"), "resnet20", [90.0, 10.0 + i], lr=0.01 * (i + 1))
+        grid.append(str(tmp_path / f"g{i}"))
+    from matplotlib.colors import to_rgba
+
+    lines = plotting.make_figure(grid).axes[1].get_lines()
+    assert len({to_rgba(line.get_color()) for line in lines}) == 11
     import matplotlib.pyplot as plt
 
     plt.close("all")
