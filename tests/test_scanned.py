@@ -123,9 +123,9 @@ def _assert_same_step(unrolled, scanned, x, y):
     loss_s, grads_s = _train_step(scanned, x, y)
     _close(loss_s, loss_u)
     assert grads_s.keys() == grads_u.keys() and len(grads_u) == len(unrolled.trainable_weights)
-    # Each gradient to its own scale, but one that is zero in exact arithmetic (the beta of a
-    # BN feeding the head's training-mode BN) is rounding: measured at a thousandth of the
-    # largest (the smallest non-zero ones are 3e-3 of it).
+    # Each gradient to its own scale, taken as at least a thousandth of the largest gradient:
+    # one that is zero in exact arithmetic (the beta of a BN feeding the head's training-mode
+    # BN) is rounding noise. (The smallest non-zero ones measured 3e-3 of the largest.)
     floor = 1e-3 * max(np.abs(g).max() for g in grads_u.values())
     for path in grads_u:
         _close(grads_s[path], grads_u[path], floor)
