@@ -160,6 +160,7 @@ def train_command(config):
 
 
 GRID_RECORD = "grid.json"
+GRID_OWNED = ".owned-grid.json"  # what the grid wrote in --out (files.Record)
 
 
 def run_grid(name, out, log=print, **kwargs):
@@ -168,20 +169,32 @@ def run_grid(name, out, log=print, **kwargs):
     from keras_preact import training
 
     runs = plan(name, out, **kwargs)
+    files.ensure_directory_possible(out, "--out")
+    found = [_check_folder(run) for run in runs]  # every run's folder, before any training
     files.ensure_directory(out, "--out")
     record_path = os.path.join(out, GRID_RECORD)
+    owned = files.Record.read(out, GRID_OWNED) or files.Record(out, GRID_OWNED)
+    owned.claim(record_path, *(os.path.join(out, n) for n in ("results.md", "curves.png")),
+                what="--out")
     record = files.read_json(record_path) if os.path.exists(record_path) else {}
-    for i, run in enumerate(runs, start=1):
+    for i, (run, (action, held)) in enumerate(zip(runs, found), start=1):
         where = run.config.model_dir
         log(f"[{i}/{len(runs)}] {run.label}, seed {run.seed} (the paper's "
             f"{run.variant.label}): {where}")
         if record.get(where, {}).get("status") == "diverged":
-            log("           diverged before; not retried (remove it from grid.json to retry)")
+            log(f"           diverged before; not retried (remove it from {GRID_RECORD} to retry)")
+            continue
+        if action == "finished":
+            log(f"           holds a finished run (test error {held.results.get('test_error')}%); "
+                "nothing to do")
             continue
         try:
             training.train(run.config, log=lambda line: log("           " + line))
         except training.TrainingDiverged as e:
-            log(f"           {e}")
+            # (training's advice names train.py's options; the grid's are others)
+            log(f"           {str(e).split('. ')[0]}: recorded as diverged (the paper's "
+                f"\"fail\") and not retried; to retry, remove it from {GRID_RECORD}, or run the "
+                "grid with a lower --lr into another --out.")
             record[where] = {"status": "diverged"}
             files.write_json(record_path, record)
         import keras
@@ -198,6 +211,34 @@ def run_grid(name, out, log=print, **kwargs):
     log(f"results    {os.path.join(out, 'results.md')}" +
         (f", {os.path.join(out, 'curves.png')}" if finished else ""))
     return rows
+
+
+def _check_folder(run):
+    """``rundir.check`` of ``run``'s folder: ``(action, found)``; a folder it refuses is
+    refused in experiment.py's terms (its messages name train.py's --model-dir and
+    --overwrite; a grid's folders come from --out, and a run is discarded by moving it away)."""
+    from keras_preact import rundir
+    from keras_preact.config import resolve_config
+
+    config = resolve_config(run.config)
+    files.ensure_directory_possible(config.model_dir, f"the folder of {run.label} seed {run.seed}")
+    try:
+        return rundir.check(config)
+    except files.Busy:
+        raise
+    except files.RefusedError:
+        found = rundir.inspect(config.model_dir)
+    theirs, ours = found.identity or {}, config.identity()
+    changed = sorted(k for k in {**theirs, **ours} if theirs.get(k) != ours.get(k))
+    if found.ours and changed:
+        why = f"holds a run with other settings (differs in: {', '.join(changed)})"
+    else:
+        entries = [n for n in sorted(os.listdir(found.path)) if not n.startswith(".")]
+        why = (f"holds {files.describe_entries(found.path, entries)}, which keras_preact "
+               "cannot resume as this run")
+    raise files.RefusedError(
+        f"{found.path!r}, the folder of {run.label} seed {run.seed}, {why}: run the grid "
+        "with another --out, or move that folder away to train the run again.") from None
 
 
 def summarise(name, runs, record=None):

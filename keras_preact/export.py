@@ -486,7 +486,7 @@ def versions():
 def check_target(out, overwrite=False):
     """Raise ``RefusedError`` unless ``out`` may receive an export (absent, empty, or an
     export to replace with ``overwrite``)."""
-    files.check_replaceable(os.path.abspath(os.fspath(out)), overwrite, files.is_export,
+    files.check_replaceable(os.path.abspath(os.fspath(out)), overwrite, files.export_record,
                             "export folder")
 
 
@@ -606,11 +606,16 @@ def export_model(source, out, formats=("saved_model", "tflite"), quantize=("none
                                                            seed)
     plans = _plan(source, serving, formats, quantize, preprocessing_on, softmax, input_dtype,
                   tflite_batch, representative_samples, raw_pixels, seed)
-    with files.atomic_directory(out, overwrite, files.is_export, "export folder") as tmp:
+    with files.atomic_directory(out, overwrite, files.export_record, "export folder") as tmp:
         artifacts = [_write_artifact(p, tmp, samples, reference, out, log) for p in plans]
         manifest = _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts,
                              checks, verify_samples if verify else 0)
+        # The record of what this export wrote: --overwrite replaces exactly that.
+        manifest["files"] = sorted(files.tree_entries(tmp) + [MANIFEST])
         files.write_json(os.path.join(tmp, MANIFEST), manifest)
+    if tmp.kept:
+        log(f"--overwrite: replaced the export in {out}; kept "
+            f"{files.describe_entries(out, tmp.kept)}, which keras_preact did not write")
     return manifest
 
 

@@ -6,9 +6,10 @@
   permissions of any other file (``0666 & ~umask``), not ``mkstemp``'s 0600.
 * :func:`atomic_directory`: a folder assembled in a hidden sibling and renamed into
   place by one writer at a time; an existing target is replaced only when it is ours.
-* :func:`run_config` / :func:`is_export` / :func:`foreign_entries`: the markers of a
-  run directory and of an export, and what a folder holds that we did not write, so
-  that ``--overwrite`` removes only our own artifacts and names anything else.
+* :class:`Record` / :func:`export_record` / :func:`remove_recorded` / :func:`unrecorded`:
+  ownership by record. Every folder the tools write lists, at any depth, what they
+  wrote there (a run directory in its records, an export in its manifest), so that
+  ``--overwrite`` removes exactly that and keeps, and names, everything else.
 * :class:`Lock`: one writer per run directory or export target; a second one is
   refused with the process that holds it.
 * :func:`fault_point`: deterministic fault injection for the tests
@@ -198,24 +199,160 @@ def run_config(directory):
     return config
 
 
-def is_export(folder):
-    """``None`` if ``folder`` is an export keras_preact wrote (a manifest listing everything
-    in it), else the reason it is not."""
+class Record:
+    """What keras_preact wrote under the folder ``root``: relative paths of files, and of
+    folders it created (ending in ``/``), kept in the JSON file ``root/name``.
+
+    ``--overwrite`` removes exactly what the records list, at any depth, and keeps the
+    rest. A path is recorded *before* it is written, so that a kill never leaves a file
+    of ours unrecorded (a recorded path never written is harmless). ``complete`` is
+    false when the record began while the folder already held files of ours (a run of
+    an older version, resumed) or replaced a damaged record: then what it does not list
+    may be ours or not, and removal is refused.
+    """
+
+    FORMAT = "keras_preact.record/1"
+
+    def __init__(self, root, name, entries=(), complete=True):
+        self.root, self.path = root, os.path.join(root, name)
+        self.entries, self.complete = set(entries), complete
+
+    @classmethod
+    def read(cls, root, name):
+        """The record in ``root/name``; ``None`` when there is none; ``ValueError`` naming
+        it when it is damaged."""
+        path = os.path.join(root, name)
+        if not os.path.lexists(path):
+            return None
+        value = read_json(path)
+        entries = value.get("entries")
+        if value.get("format") != cls.FORMAT or not isinstance(entries, list) or not all(
+                isinstance(e, str) and _relative(e) for e in entries):
+            raise ValueError(f"{path} is damaged: not a keras_preact record of its files.")
+        return cls(root, name, entries, value.get("complete") is True)
+
+    def relative(self, path):
+        """``path`` (a path as any other: absolute, or relative to the working folder) as
+        recorded: relative to the root."""
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
+        if not _relative(rel):
+            raise ValueError(f"{path} is not inside {self.root}")
+        return rel.replace(os.sep, "/")
+
+    def add(self, *paths, folder=False):
+        """Record ``paths`` (files, or with ``folder`` folders) and the folders above them."""
+        new = set()
+        for path in paths:
+            rel = self.relative(path)
+            parts = rel.split("/")
+            new |= {"/".join(parts[:i]) + "/" for i in range(1, len(parts))}
+            new.add(rel + "/" if folder else rel)
+        if not new <= self.entries:
+            self.entries |= new
+            self.save()
+
+    def claim(self, *paths, what="folder"):
+        """Record ``paths`` before they are written, refusing (``RefusedError``, writing
+        nothing) when one exists that this record does not list: it is not ours to replace."""
+        theirs = [p for p in paths if os.path.lexists(p) and self.relative(p) not in self.entries]
+        if theirs:
+            raise RefusedError(
+                f"{describe_entries(self.root, [self.relative(p) for p in theirs])} in {what} "
+                f"{self.root!r} {'was' if len(theirs) == 1 else 'were'} not written by "
+                "keras_preact: move them away or choose another folder.")
+        self.add(*paths)
+
+    def discard(self, *paths):
+        """Forget ``paths`` (files of ours, removed)."""
+        gone = {self.relative(p) for p in paths} & self.entries
+        if gone:
+            self.entries -= gone
+            self.save()
+
+    def save(self):
+        write_json(self.path, {"format": self.FORMAT, "complete": self.complete,
+                               "entries": sorted(self.entries)})
+
+
+def _relative(rel):
+    parts = rel.rstrip("/").split("/")
+    return rel and not os.path.isabs(rel) and ".." not in parts and "." not in parts
+
+
+def unrecorded(root, entries, transient=lambda name: False):
+    """What ``root`` holds, at any depth, that ``entries`` (a record's paths) do not
+    list: relative paths, a folder none of whose content is recorded as one ``dir/``.
+    Temporaries of our writers and ``transient(name)`` entries of the root are skipped."""
+    out = []
+
+    def walk(rel):
+        folder = os.path.join(root, rel)
+        for name in sorted(os.listdir(folder)):
+            path = f"{rel}{name}"
+            if _TMP_NAME.match(name) or (not rel and transient(name)):
+                continue
+            if os.path.isdir(os.path.join(root, path)) and not os.path.islink(
+                    os.path.join(root, path)):
+                if path + "/" in entries:
+                    walk(path + "/")
+                else:
+                    out.append(path + "/")
+            elif path not in entries:
+                out.append(path)
+
+    walk("")
+    return out
+
+
+def remove_recorded(root, entries, last=(), transient=lambda name: False):
+    """Remove what ``entries`` list under ``root`` (files first, the names in ``last``
+    after them, then the recorded folders that are left empty, deepest first), and the
+    temporaries killed writers left in those folders; return what stayed (:func:`unrecorded`)."""
+    paths = sorted(e for e in entries if not e.endswith("/"))
+    for rel in [p for p in paths if p not in last] + [p for p in last if p in entries]:
+        path = os.path.join(root, rel)
+        if os.path.lexists(path) and not (os.path.isdir(path) and not os.path.islink(path)):
+            os.remove(path)
+    for rel in sorted((e for e in entries if e.endswith("/")), key=lambda e: -e.count("/")):
+        path = os.path.join(root, rel)
+        if os.path.isdir(path):
+            remove_stale_temporaries(path)
+            with contextlib.suppress(OSError):  # (not empty: it holds what we did not write)
+                os.rmdir(path)
+    return unrecorded(root, entries, transient)
+
+
+def tree_entries(folder):
+    """Every file and folder under ``folder``, as a record lists them."""
+    out = []
+    for path, dirs, names in os.walk(folder):
+        rel = os.path.relpath(path, folder).replace(os.sep, "/")
+        prefix = "" if rel == "." else rel + "/"
+        out += [prefix + d + "/" for d in dirs] + [prefix + n for n in names]
+    return sorted(out)
+
+
+def export_record(folder):
+    """The paths the keras_preact export in ``folder`` wrote (its manifest's record);
+    ``RefusedError`` saying what would be lost when it is not one, or keeps no record."""
     try:
         manifest = read_json(os.path.join(folder, EXPORT_MANIFEST))
     except FileNotFoundError:
         manifest = None
     except (ValueError, OSError) as e:
-        return str(e).rstrip(".")
+        raise RefusedError(f"{str(e).rstrip('.')}, so it cannot tell its files from yours: "
+                           f"{describe_entries(folder, sorted(os.listdir(folder)))} would "
+                           "be lost") from None
     if manifest is None or "manifest_version" not in manifest:
-        return (f"it holds no keras_preact {EXPORT_MANIFEST}, so "
-                f"{describe_entries(folder, sorted(os.listdir(folder)))} would be lost")
-    listed = {EXPORT_MANIFEST} | {a["path"].split("/")[0] for a in manifest.get("artifacts", [])}
-    foreign = foreign_entries(folder, lambda n: n in listed)
-    if foreign:
-        return (f"besides the export it holds {describe_entries(folder, foreign)}, "
-                "which would be lost")
-    return None
+        raise RefusedError(f"it holds no keras_preact {EXPORT_MANIFEST}, so "
+                           f"{describe_entries(folder, sorted(os.listdir(folder)))} would be lost")
+    recorded = manifest.get("files")
+    if not isinstance(recorded, list) or not all(isinstance(e, str) for e in recorded):
+        raise RefusedError(
+            "it holds an export of an older keras_preact, which kept no record of its files, "
+            f"so {describe_entries(folder, sorted(os.listdir(folder)))} would be lost (delete "
+            "it yourself if nothing in it is yours)")
+    return set(recorded) | {EXPORT_MANIFEST}
 
 
 def sha256(path):
@@ -234,7 +371,8 @@ def foreign_entries(directory, ours):
 
 def describe_entries(directory, names, limit=6):
     """``'notes.txt', 'sub/' and 3 more`` for a message."""
-    shown = [n + ("/" if os.path.isdir(os.path.join(directory, n)) else "") for n in names]
+    shown = [n + ("/" if not n.endswith("/") and os.path.isdir(os.path.join(directory, n))
+                  else "") for n in names]
     text = ", ".join(repr(n) for n in shown[:limit])
     return text + (f" and {len(shown) - limit} more" if len(shown) > limit else "")
 
@@ -275,33 +413,45 @@ def _check_writable(path):
 
 
 @contextlib.contextmanager
-def atomic_directory(target, overwrite=False, is_ours=None, what="folder"):
+def atomic_directory(target, overwrite=False, record_of=None, what="folder"):
     """Yield a temporary folder that replaces ``target`` when the block ends.
 
     An existing non-empty ``target`` is replaced only with ``overwrite`` and only when
-    ``is_ours(target)`` returns ``None``; otherwise it returns the reason (the
-    entries that would be lost) and nothing is touched. One process writes a target
-    at a time (a :class:`Lock` beside it, ``.<name>.lock``). On failure the temporary
-    folder is removed and ``target`` is untouched; the old folder is removed only
-    after the new one is in place.
+    ``record_of(target)`` returns what keras_preact wrote there (the relative paths);
+    otherwise it raises ``RefusedError`` saying what would be lost, and nothing is
+    touched. What ``target`` holds besides the record is kept: hard-linked into the new
+    folder before the swap, so that at every moment the user's files are in a visible
+    folder. One process writes a target at a time (a :class:`Lock` beside it,
+    ``.<name>.lock``). On failure the temporary folder is removed and ``target`` is
+    untouched; the old folder is removed only after the new one is in place. The
+    caller reads what was kept from ``yielded.kept`` (a list) after the block.
     """
     target = os.path.abspath(os.fspath(target))
     parent, base = os.path.split(target)
     ensure_directory(parent, f"the folder of {what}")
     with Lock(os.path.join(parent, f".{base}.lock"), f"{what} {target!r}"):
-        check_replaceable(target, overwrite, is_ours, what)  # again, now that we hold it
+        recorded = check_replaceable(target, overwrite, record_of, what)  # now that we hold it
         remove_stale_temporaries(parent, stem=base.partition(".")[0])
-        with _replacing(target) as tmp:
+        with _replacing(target, recorded) as tmp:
             yield tmp
 
 
+class _Folder(str):
+    """The temporary folder's path, and (after the block) what the old folder kept."""
+
+    kept = ()
+
+
 @contextlib.contextmanager
-def _replacing(target):
+def _replacing(target, recorded):
     parent = os.path.dirname(target)
-    tmp = _tmp_name(target)
+    tmp = _Folder(_tmp_name(target))
     os.mkdir(tmp)
     try:
         yield tmp
+        if recorded is not None:
+            tmp.kept = unrecorded(target, recorded)
+            _link_into(target, tmp, tmp.kept)
         fault_point("directory.before-rename")
         _fsync_tree(tmp)
         if os.path.lexists(target):
@@ -317,21 +467,49 @@ def _replacing(target):
             remove_path(tmp)
 
 
-def check_replaceable(target, overwrite, is_ours, what):
-    """Raise ``RefusedError`` unless ``target`` is absent, empty, or ours to replace."""
+def _link_into(old, new, kept):
+    """Hard-link the ``kept`` entries of ``old`` (files, links, whole folders) into ``new``
+    at the same places; ``RefusedError`` when one would take the place of a new file."""
+    for rel in kept:
+        source, dest = os.path.join(old, rel), os.path.join(new, rel)
+        if os.path.lexists(dest.rstrip("/")):
+            raise RefusedError(f"{source.rstrip('/')!r}, which keras_preact did not write, is "
+                               "where the new export writes: move it away and export again.")
+        os.makedirs(os.path.dirname(dest.rstrip("/")), exist_ok=True)
+        try:
+            if rel.endswith("/"):
+                shutil.copytree(source, dest, symlinks=True, copy_function=os.link)
+            elif os.path.islink(source):
+                os.symlink(os.readlink(source), dest)
+            else:
+                os.link(source, dest)
+        except OSError as e:
+            raise RefusedError(f"Cannot keep {source.rstrip('/')!r}, which keras_preact did not "
+                               f"write, in the new folder ({e.strerror}): move it away and try "
+                               "again.") from None
+
+
+def check_replaceable(target, overwrite, record_of, what):
+    """Raise ``RefusedError`` unless ``target`` is absent, empty, or ours to replace; return
+    the record of what it holds of ours (``None`` when absent or empty)."""
     if not os.path.lexists(target):
-        return
+        return None
     if not os.path.isdir(target):
         raise RefusedError(f"{target!r} is a file, not a {what}: choose another path.")
     if not os.listdir(target):
-        return
+        return None
     if not overwrite:
         raise RefusedError(f"{target!r} already exists; pass --overwrite to replace it.")
-    reason = is_ours(target) if is_ours else "it was not written by keras_preact"
-    if reason:
+    if record_of is None:
+        raise RefusedError(f"Refusing to overwrite {target!r}: it was not written by "
+                           "keras_preact.")
+    try:
+        return record_of(target)
+    except RefusedError as e:
         raise RefusedError(
-            f"Refusing to overwrite {target!r}: {reason}. --overwrite replaces only a "
-            f"{what} that keras_preact wrote; move those files away or choose another path.")
+            f"Refusing to overwrite {target!r}: {str(e).rstrip('.')}. --overwrite replaces only "
+            f"a {what} that keras_preact wrote; move those files away or choose another "
+            "path.") from None
 
 
 # -- locks ----------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """Training curves in the style of the paper's Fig. 1 and Fig. 6: training loss
 (dashed) and test error (solid) against iterations, one colour per run."""
 
-import csv
 import os
 
-from keras_preact import files
+from keras_preact import files, rundir
 from keras_preact.catalog import format_shortcut
 
 # The paper's figures show test error from 0 to 20%; the axis widens for runs above it.
@@ -16,12 +15,15 @@ def read_run(run_dir):
     config = files.read_json(os.path.join(run_dir, "config.json"))
     steps = config["steps_per_epoch"]
     its, loss, err = [], [], []
-    with open(os.path.join(run_dir, "log.csv")) as f:
-        for row in csv.DictReader(f):
-            its.append(min((int(row["epoch"]) + 1) * steps,
-                           config.get("total_iterations", float("inf"))))
-            loss.append(float(row["loss"]))
-            err.append(100.0 * (1.0 - float(row["val_accuracy"])) if row.get("val_accuracy") else float("nan"))
+    path = os.path.join(run_dir, rundir.LOG)
+    rows, problem = rundir.read_log(path)
+    if problem is not None:
+        raise ValueError(f"{path} is damaged ({problem}): restore it from a copy, or plot "
+                         "the other runs.")
+    for row in rows:
+        its.append(min((row["epoch"] + 1) * steps, config.get("total_iterations", float("inf"))))
+        loss.append(row["loss"])
+        err.append(100.0 * (1.0 - row["val_accuracy"]) if "val_accuracy" in row else float("nan"))
     return config, its, loss, err
 
 

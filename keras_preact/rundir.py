@@ -10,10 +10,12 @@ Layout (``--model-dir``)::
     last.keras, best.keras, checkpoints.json   checkpoints, and which epoch each holds
     log.csv, tensorboard/, results.json, curves.png, workers/<id>/ (non-chief logs)
     .lock-<worker>     held while a process writes the run
+    .owned-<worker>.json   the record of every path that worker wrote (files.Record)
 
-Every file is written through :mod:`keras_preact.files` (atomically). ``--overwrite``
-removes only the entries above; a folder that holds anything else and no run is
-refused, naming what it holds.
+Every file is written through :mod:`keras_preact.files` (atomically), and recorded
+before it is written. ``--overwrite`` removes exactly what the records list, at any
+depth, and keeps (and names) everything else; a run without a complete record (of an
+older version) is refused, naming what would be lost, as is a folder that holds no run.
 """
 
 import csv
@@ -22,6 +24,7 @@ import io
 import json
 import os
 import re
+import time
 
 from keras_preact import files
 
@@ -32,6 +35,7 @@ LOG, CURVES, BACKUP = "log.csv", "curves.png", "backup"
 TENSORBOARD, WORKERS = "tensorboard", "workers"  # (one folder per worker inside)
 OWN_ENTRIES = (CONFIG, RESULTS, CHECKPOINTS, LOG, CURVES, BACKUP, TENSORBOARD, WORKERS,
                "last.keras", "best.keras")
+RECORD_PREFIX = ".owned-"
 _GENERATION = re.compile(r"^epoch-(\d+)\.json$")
 KEEP_GENERATIONS = 2
 
@@ -62,7 +66,63 @@ def lock(model_dir):
 
 
 def is_own_entry(name):
-    return name in OWN_ENTRIES or name.startswith(".lock-")
+    return name in OWN_ENTRIES or _transient(name)
+
+
+def _transient(name):
+    """A run's locks and records: not content, never removed by name."""
+    return name.startswith(".lock-") or name.startswith(RECORD_PREFIX)
+
+
+def record_name(worker=None):
+    return f"{RECORD_PREFIX}{worker or worker_id()}.json"
+
+
+def read_records(model_dir):
+    """``(records, problem)``: every worker's record of what it wrote in ``model_dir``, and
+    why they do not cover the run (``None`` when complete)."""
+    records, problem = [], None
+    for name in sorted(os.listdir(model_dir)):
+        if name.startswith(RECORD_PREFIX) and name.endswith(".json"):
+            try:
+                record = files.Record.read(model_dir, name)
+            except (ValueError, OSError) as e:
+                problem = str(e).rstrip(".")
+                continue
+            records.append(record)
+            if not record.complete:
+                problem = f"{name} began while the folder already held the run"
+    if not records and problem is None:
+        problem = "it keeps no record of its files (written by an older keras_preact)"
+    return records, problem
+
+
+def open_record(model_dir, action, log=print):
+    """This worker's record, for a run about to be written: a new one for a new run,
+    the one it had for a resumed run (a damaged one is set aside, saying so)."""
+    name = record_name()
+    fresh = files.Record(model_dir, name)
+    if action in ("new", "overwrite"):
+        return fresh
+    try:
+        record = files.Record.read(model_dir, name)
+    except (ValueError, OSError) as e:
+        aside = set_aside(os.path.join(model_dir, name))
+        log(f"warning: {str(e).rstrip('.')}; set aside as {aside}. --overwrite will refuse "
+            "this folder from now on, as it can no longer tell what keras_preact wrote.")
+        record = None
+    if record is None:
+        fresh.complete = False
+    return record or fresh
+
+
+def set_aside(path):
+    """Rename a damaged file of ours to a new name beside it (kept for the user to look at);
+    return the new name."""
+    stem, ext = os.path.splitext(path)
+    aside = f"{stem}.damaged-{time.strftime('%Y%m%d-%H%M%S')}{ext}"
+    os.replace(path, aside)
+    return aside
 
 
 def _diff(a, b):
@@ -81,6 +141,8 @@ class Found:
     legacy: bool = False  # config.json of an older keras_preact, which cannot be resumed
     backup_identity: dict = None  # the identity recorded with the newest readable backup
     results: dict = None
+    records: list = dataclasses.field(default_factory=list)  # what each worker wrote
+    record_problem: str = None  # why the records do not cover the run
 
     @property
     def identity(self):
@@ -88,7 +150,10 @@ class Found:
 
     @property
     def ours(self):
-        return self.config is not None or self.backup_identity is not None
+        return self.config is not None or self.backup_identity is not None or bool(self.records)
+
+    def recorded(self):
+        return set().union(*(r.entries for r in self.records))
 
 
 def inspect(model_dir):
@@ -98,6 +163,7 @@ def inspect(model_dir):
         return found
     found.exists = True
     found.foreign = files.foreign_entries(model_dir, is_own_entry)
+    found.records, found.record_problem = read_records(model_dir)
     if os.path.exists(os.path.join(model_dir, CONFIG)):
         try:
             config = files.run_config(model_dir)
@@ -138,11 +204,10 @@ def check(config, probe_lock=True):
     identity = config.identity()
     if found.legacy and not found.ours:
         if config.overwrite:
-            return "overwrite", found
+            return _overwrite(found)
         raise files.RefusedError(
             f"{found.path!r} holds a run of an older keras_preact, which this version cannot "
-            "resume: pass --overwrite to train it again (only what keras_preact wrote is "
-            "removed), or choose another --model-dir.")
+            "resume: move it away or delete it, or choose another --model-dir.")
     if not found.ours:
         # (Locks and the temporaries of a writer, and the folders of a cluster's other
         # workers, which may start before the chief writes config.json, are not content.)
@@ -161,7 +226,7 @@ def check(config, probe_lock=True):
             + (" would be lost with --overwrite" if config.overwrite else "")
             + ". Choose a new or empty folder.")
     if config.overwrite:
-        return "overwrite", found
+        return _overwrite(found)
     if found.config is not None and found.backup_identity is not None \
             and found.config["identity"] != found.backup_identity:
         raise files.RefusedError(
@@ -178,6 +243,19 @@ def check(config, probe_lock=True):
     return "resume", found
 
 
+def _overwrite(found):
+    """``--overwrite`` needs a record of everything keras_preact wrote in the folder."""
+    if found.record_problem:
+        lost = files.unrecorded(found.path, found.recorded(), _transient)
+        if lost:
+            raise files.RefusedError(
+                f"--overwrite cannot tell the run in {found.path!r} from your files, as "
+                f"{found.record_problem}: {files.describe_entries(found.path, lost)} would be "
+                "lost. Move out what is yours and delete the folder, or choose another "
+                "--model-dir.")
+    return "overwrite", found
+
+
 def _workers_folder(model_dir, name):
     """Whether ``name`` is one of a run's folders that hold one folder per worker
     (``backup/``, ``tensorboard/``, ``workers/``) and nothing but other workers' folders."""
@@ -188,12 +266,16 @@ def _workers_folder(model_dir, name):
                and os.path.isdir(os.path.join(path, worker)) for worker in os.listdir(path))
 
 
-def remove_own_entries(model_dir):
-    """Delete what a run wrote in ``model_dir`` (never anything else); return what stayed."""
-    for name in os.listdir(model_dir):
-        if is_own_entry(name) and not name.startswith(".lock-"):
-            files.remove_path(os.path.join(model_dir, name))
-    return files.foreign_entries(model_dir, is_own_entry)
+def remove_run(model_dir):
+    """Delete exactly what the run's records list in ``model_dir`` (its marker, then the
+    records, last: a kill midway leaves a run that ``--overwrite`` finishes removing);
+    return what stayed, at any depth."""
+    records, _ = read_records(model_dir)
+    recorded = set().union(*(r.entries for r in records))
+    kept = files.remove_recorded(model_dir, recorded, last=(CONFIG,), transient=_transient)
+    for record in records:
+        os.remove(record.path)
+    return kept
 
 
 # -- the resume state -------------------------------------------------------------
@@ -206,8 +288,8 @@ class BackupStore:
     once a new one is complete; a damaged one is detected on restore and skipped.
     """
 
-    def __init__(self, directory):
-        self.dir = directory
+    def __init__(self, directory, record=None):
+        self.dir, self.record = directory, record
 
     def _paths(self, epoch):
         stem = os.path.join(self.dir, f"epoch-{epoch:05d}")
@@ -232,6 +314,8 @@ class BackupStore:
     def save(self, model, epoch, identity, train_seconds):
         os.makedirs(self.dir, exist_ok=True)
         weights, meta = self._paths(epoch)
+        if self.record is not None:
+            self.record.add(weights, meta)
         with files.atomic_path(weights) as tmp:
             model.save_weights(tmp)
             files.fault_point("backup.weights")
@@ -249,8 +333,12 @@ class BackupStore:
         keep = {m["_epoch"] for m in self.generations()[:KEEP_GENERATIONS]}
         for name in os.listdir(self.dir):
             match = re.match(r"^epoch-(\d+)\.(json|weights\.h5)$", name)
-            if match and int(match.group(1)) not in keep:
-                os.remove(os.path.join(self.dir, name))
+            path = os.path.join(self.dir, name)
+            if match and int(match.group(1)) not in keep and (
+                    self.record is None or self.record.relative(path) in self.record.entries):
+                os.remove(path)
+                if self.record is not None:
+                    self.record.discard(path)
         files.remove_stale_temporaries(self.dir)
 
     def restore(self, model, identity, log=print):
@@ -286,20 +374,65 @@ class BackupStore:
         return None
 
 
-def trim_log(path, epochs):
-    """Keep the rows of the first ``epochs`` epochs of a CSV log (a resumed run
-    rewrites the epochs after its restored state)."""
-    if not os.path.exists(path):
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-        fields = rows[0].keys() if rows else None
-    kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) < epochs]
-    if fields is None or len(kept) == len(rows):
-        return
+# -- the epoch log ---------------------------------------------------------------------
+def read_log(path):
+    """``(rows, problem)``: the rows of ``log.csv`` (one per epoch, in order, values as
+    floats; a resumed run whose log was damaged has gaps) up to the first one that is damaged, and what is wrong with it (``None``
+    when the whole file is intact)."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except UnicodeDecodeError:
+        return [], "it is not text"
+    lines = text.split("\n")
+    if lines[-1]:
+        return _parse_log(lines[:-1], "its last line is cut off")
+    return _parse_log(lines[:-1], None)
+
+
+def _parse_log(lines, problem):
+    if not lines:
+        return [], problem or "it is empty"
+    header = next(csv.reader([lines[0]]))
+    if not header or header[0] != "epoch" or len(set(header)) != len(header):
+        return [], "its header is not an epoch log's"
+    rows = []
+    for number, values in enumerate(csv.reader(lines[1:]), start=2):
+        try:
+            row = dict(zip(header, map(float, values), strict=True))
+        except ValueError:
+            return rows, f"line {number} is not {len(header)} numbers"
+        previous = rows[-1]["epoch"] if rows else -1
+        if row["epoch"] != int(row["epoch"]) or row["epoch"] <= previous:
+            return rows, f"line {number} holds epoch {values[0]}, after epoch {previous}"
+        rows.append({**row, "epoch": int(row["epoch"])})
+    return rows, problem
+
+
+def write_log(path, rows):
+    """``log.csv``, whole and atomically: ``epoch`` then the metrics in name order (as
+    Keras' CSVLogger writes them)."""
+    names = sorted({k for row in rows for k in row} - {"epoch"})
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=["epoch", *names], lineterminator="\n",
+                            restval="")
     writer.writeheader()
-    writer.writerows(kept)
+    writer.writerows(rows)
     with files.atomic_file(path) as f:
         f.write(out.getvalue())
+
+
+def resume_log(path, epochs, log=print):
+    """The intact rows of the first ``epochs`` epochs of ``log.csv``, for a run resumed
+    there; a damaged file is set aside (saying so) and the log rebuilt from them."""
+    if not os.path.exists(path):
+        return []
+    rows, problem = read_log(path)
+    if problem is not None:
+        aside = set_aside(path)
+        log(f"warning: {path} is damaged ({problem}); set aside as {os.path.basename(aside)}; "
+            f"the log goes on from its {len(rows)} intact row{'s' * (len(rows) != 1)}.")
+    kept = [row for row in rows if row["epoch"] < epochs]  # (the epochs after are redone)
+    if problem is not None or len(kept) < len(rows):
+        write_log(path, kept)
+    return kept

@@ -198,13 +198,14 @@ class Checkpoints(keras.callbacks.Callback):
     temporary folder (every worker takes part in a distributed save).
     """
 
-    def __init__(self, model_dir, chief=True, record=None):
+    def __init__(self, model_dir, chief=True, record=None, owned=None):
         super().__init__()
-        self.dir, self.chief = model_dir, chief
+        self.dir, self.chief, self.owned = model_dir, chief, owned
         self.record = dict(record or {})
 
     def _save(self, name):
         if self.chief:
+            _own(self.owned, os.path.join(self.dir, name))
             with files.atomic_path(os.path.join(self.dir, name)) as tmp:
                 self.model.save(tmp)
         else:
@@ -224,7 +225,53 @@ class Checkpoints(keras.callbacks.Callback):
             self._save("best.keras")
             self.record["best"] = entry
         if self.chief:
-            files.write_json(os.path.join(self.dir, rundir.CHECKPOINTS), self.record)
+            path = os.path.join(self.dir, rundir.CHECKPOINTS)
+            _own(self.owned, path)
+            files.write_json(path, self.record)
+
+
+class EpochLog(keras.callbacks.Callback):
+    """``log.csv``: a row per epoch, the whole file rewritten atomically at each epoch's end
+    (Keras' ``CSVLogger`` appends in place: a kill mid-row left a torn line that the next
+    row was glued to)."""
+
+    def __init__(self, path, rows, owned=None):
+        super().__init__()
+        self.path, self.rows = path, list(rows)
+        _own(owned, path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows = [row for row in self.rows if row["epoch"] < epoch] + [
+            {"epoch": epoch, **{k: float(v) for k, v in sorted((logs or {}).items())}}]
+        rundir.write_log(self.path, self.rows)
+
+
+class RecordTensorBoard(keras.callbacks.Callback):
+    """Record the event files this process's ``TensorBoard`` callback (the one before it)
+    created, as soon as they exist: TensorFlow names them, so they cannot be recorded
+    before they are written."""
+
+    def __init__(self, folder, owned):
+        super().__init__()
+        self.folder, self.owned = folder, owned
+        owned.add(*(os.path.join(folder, sub) for sub in ("train", "validation")), folder=True)
+
+    def _record(self, *args):
+        mine = f".{os.getpid()}."
+        for sub in ("train", "validation"):
+            path = os.path.join(self.folder, sub)
+            if os.path.isdir(path):
+                self.owned.add(*(os.path.join(path, n) for n in os.listdir(path)
+                                 if n.startswith("events.out.tfevents.") and mine in n))
+
+    on_train_begin = on_test_end = on_epoch_end = on_train_end = _record
+
+
+def _own(owned, *paths):
+    """Record ``paths`` as written by this run, before they are (``owned``: the run's
+    :class:`files.Record`, or ``None`` outside a run directory)."""
+    if owned is not None:
+        owned.add(*paths)
 
 
 # -- the training entry point ----------------------------------------------------
@@ -273,22 +320,26 @@ def train(config, log=print):
     chief = rundir.is_chief()
     record = {**_config_record(config, data, schedule, n_replicas),
               "scan_units": "on" if scan else "off"}
-    with _open_run(config, record, chief, log) as (action, checkpoints):
+    with _open_run(config, record, chief, log) as (action, checkpoints, owned):
         with scope():
-            start_epoch, seconds = _restore(model, config, action, chief, log)
+            start_epoch, seconds, rows = _restore(model, config, action, chief, owned, log)
         _report_start(config, model, data, schedule, strategy, n_replicas, start_epoch, log)
-        results = _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints)
+        results = _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints,
+                       owned, rows)
         results["replicas"] = n_replicas
         if config.strategy == "multi_worker":
             from keras_preact import compat
 
             results["compat_fixes"] = sorted(compat.USED)
-        files.write_json(_worker_path(config.model_dir, chief, rundir.RESULTS), results)
+        path = _worker_path(config.model_dir, chief, rundir.RESULTS)
+        _own(owned, path)
+        files.write_json(path, results)
         if chief and _plots(config):
             from keras_preact import plotting
 
-            plotting.plot_runs([config.model_dir],
-                               os.path.join(config.model_dir, rundir.CURVES))
+            path = os.path.join(config.model_dir, rundir.CURVES)
+            _own(owned, path)
+            plotting.plot_runs([config.model_dir], path)
     _report_end(config, results, chief, log)
     return results
 
@@ -378,31 +429,40 @@ def _config_record(config, data, schedule, n_replicas):
 
 @contextlib.contextmanager
 def _open_run(config, record, chief, log):
-    """Create, lock and claim the run directory; yield (action, checkpoints record)."""
+    """Create, lock and claim the run directory; yield (action, checkpoints record, this
+    worker's record of what it writes)."""
     model_dir = files.ensure_directory(config.model_dir, "--model-dir")
     with rundir.lock(model_dir):
         action, _ = rundir.check(config, probe_lock=False)  # again, now that we hold it
         if action == "overwrite" and chief:
-            kept = rundir.remove_own_entries(model_dir)
+            kept = rundir.remove_run(model_dir)
             log(f"--overwrite: removed the previous run in {model_dir}"
                 + (f"; kept {files.describe_entries(model_dir, kept)}, which keras_preact "
                    "did not write" if kept else ""))
         files.remove_stale_temporaries(model_dir)
+        owned = rundir.open_record(model_dir, action, log)
         if chief:
-            files.write_json(os.path.join(model_dir, rundir.CONFIG), record)
+            path = os.path.join(model_dir, rundir.CONFIG)
+            owned.add(path)
+            files.write_json(path, record)
         checkpoints = {}
         path = os.path.join(model_dir, rundir.CHECKPOINTS)
         if action in ("resume", "finished") and os.path.exists(path):
-            with contextlib.suppress(ValueError, OSError):
+            try:
                 checkpoints = files.read_json(path)
-        yield action, checkpoints
+            except (ValueError, OSError) as e:
+                aside = rundir.set_aside(path)
+                log(f"warning: {str(e).rstrip('.')}; set aside as {os.path.basename(aside)}. "
+                    "best.keras will be replaced by the next epoch's checkpoint.")
+        yield action, checkpoints, owned
 
 
-def _restore(model, config, action, chief, log):
-    """Load the newest intact resume state; return (epoch, training seconds so far)."""
+def _restore(model, config, action, chief, owned, log):
+    """Load the newest intact resume state; return (epoch, training seconds so far, the
+    log's rows of the epochs before it)."""
     if action not in ("resume", "finished"):  # (finished by another process meanwhile)
-        return 0, 0.0
-    store = _backup_store(config)
+        return 0, 0.0, []
+    store = _backup_store(config, owned)
     epoch, seconds = store.restore(model, config.identity(), log=log)
     last = os.path.join(config.model_dir, "last.keras")
     # (Alone only: the workers of a cluster must resume from the same epoch.)
@@ -416,28 +476,30 @@ def _restore(model, config, action, chief, log):
             log(f"warning: last.keras cannot resume the run ({type(e).__name__}).")
     if not epoch and store.generations():
         log("warning: no usable resume state was found; starting the run over from epoch 0.")
-    rundir.trim_log(_worker_path(config.model_dir, chief, rundir.LOG), epoch)
-    return epoch, seconds
+    rows = rundir.resume_log(_worker_path(config.model_dir, chief, rundir.LOG), epoch, log)
+    return epoch, seconds, rows
 
 
-def _backup_store(config):
-    return rundir.BackupStore(os.path.join(config.model_dir, rundir.BACKUP, rundir.worker_id()))
+def _backup_store(config, owned=None):
+    return rundir.BackupStore(os.path.join(config.model_dir, rundir.BACKUP, rundir.worker_id()),
+                              owned)
 
 
-def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints):
-    backup = Backup(_backup_store(config), config.identity(), seconds)
-    csv_log = keras.callbacks.CSVLogger(_worker_path(config.model_dir, chief, rundir.LOG),
-                                        append=True)
+def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints, owned=None,
+         rows=()):
+    backup = Backup(_backup_store(config, owned), config.identity(), seconds)
     callbacks = [
         StopOnNaN(),
         StopAtIteration(schedule.total_iterations, data.steps_per_epoch),
         backup,
-        csv_log,
-        Checkpoints(config.model_dir, chief=chief, record=checkpoints),
+        EpochLog(_worker_path(config.model_dir, chief, rundir.LOG), rows, owned),
+        Checkpoints(config.model_dir, chief=chief, record=checkpoints, owned=owned),
     ]
     if installed("tensorflow"):
-        callbacks.append(keras.callbacks.TensorBoard(
-            os.path.join(config.model_dir, rundir.TENSORBOARD, rundir.worker_id())))
+        folder = os.path.join(config.model_dir, rundir.TENSORBOARD, rundir.worker_id())
+        callbacks.append(keras.callbacks.TensorBoard(folder))
+        if owned is not None:
+            callbacks.append(RecordTensorBoard(folder, owned))
     try:
         # (A run killed after its last backup has no epoch left: Keras' JAX trainer would
         # still draw a batch from the empty stream to trace the model.)
@@ -455,9 +517,6 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
             )
     except TrainingDiverged as e:
         raise TrainingDiverged(_diverged_message(config, *e.args)) from None
-    finally:  # (Keras closes it only at the end of training; a grid goes on in this process)
-        if getattr(csv_log, "csv_file", None) is not None and not csv_log.csv_file.closed:
-            csv_log.csv_file.close()
     loss, accuracy = model.evaluate(data.test, verbose=0)
     return {
         "arch": config.arch, "dataset": config.dataset, "placement": config.placement,

@@ -1,5 +1,6 @@
 """The paper's experiments as grids of runs: the plan, a tiny grid trained, resumed, skipped."""
 
+import dataclasses
 import os
 import pathlib
 import re
@@ -10,7 +11,7 @@ import pytest
 from keras_preact import experiments, files
 from keras_preact import config as cfg
 
-from conftest import BACKEND, run_script, script_module
+from conftest import BACKEND, call_script, run_script, script_module
 
 # The grids train in the JAX pass of CI, which runs beside the (longer) TensorFlow one.
 in_jax_pass = pytest.mark.skipif(BACKEND != "jax", reason="trains in the JAX pass")
@@ -87,3 +88,39 @@ def test_a_diverged_run_is_a_failure_not_retried(tmp_path):
     lines = []
     experiments.run_grid("table2", out, log=lines.append, **options)
     assert any("diverged before; not retried" in line for line in lines)
+
+
+def test_a_grid_never_replaces_a_file_it_did_not_write(tmp_path):
+    out = tmp_path / "grid"
+    out.mkdir()
+    (out / "results.md").write_text("the user's notes")
+    with pytest.raises(files.RefusedError, match="'results.md' in --out .* was not written by "
+                       "keras_preact: move them away"):
+        experiments.run_grid("table2", str(out), arch="resnet20", dataset="digits", epochs=1,
+                             steps_per_epoch=3, batch_size=16, variants=["original"])
+    assert sorted(os.listdir(out)) == ["results.md"]
+    assert (out / "results.md").read_text() == "the user's notes"
+
+
+def test_a_grid_refuses_the_folders_it_cannot_use_in_its_own_terms(tmp_path, capsys):
+    out = str(tmp_path / "grid")
+    first, second = [r.config for r in experiments.plan(
+        "table2", out, arch="resnet20", dataset="digits", epochs=2, steps_per_epoch=2,
+        batch_size=16, warmup_iterations=1, lr=0.05, variants=["original", "full_preact"])]
+    other = cfg.resolve_config(dataclasses.replace(second, lr=0.1))  # an earlier grid's run
+    os.makedirs(second.model_dir)
+    files.write_json(os.path.join(second.model_dir, "config.json"), {
+        "format": files.RUN_FORMAT, "identity": other.identity(), "resolved": {}})
+    code, stdout, err = call_script("experiment", [*ARGS, "--out", out], capsys)
+    assert code == 2, err
+    assert err == (f"error: '{second.model_dir}', the folder of resnet20 full_preact digits seed 0, "
+                   "holds a run with other settings (differs in: lr): run the grid "
+                   "with another --out, or move that folder away to train the run again.\n")
+    assert not os.path.exists(first.model_dir)  # refused before anything trained
+    os.remove(os.path.join(second.model_dir, "config.json"))
+    with open(os.path.join(second.model_dir, "notes.txt"), "w") as f:
+        f.write("the user's")
+    code, _, err = call_script("experiment", [*ARGS, "--out", out], capsys)
+    assert code == 2 and "holds 'notes.txt', which keras_preact cannot resume as this run: " \
+        "run the grid with another --out" in err and len(err.splitlines()) == 1, err
+    assert "--model-dir" not in err and "--overwrite" not in err

@@ -281,13 +281,50 @@ def test_existing_target_needs_overwrite_and_survives_a_failed_overwrite(tmp_pat
     for name in os.listdir(target):
         assert os.stat(os.path.join(target, name)).st_mode & 0o777 == 0o666 & ~_umask()
 
-    # An export that holds a file of the user's is not replaced, and says what would be lost.
-    with open(os.path.join(target, "notes.txt"), "w") as f:
-        f.write("mine")
-    with pytest.raises(files.RefusedError, match="besides the export it holds 'notes.txt'"):
-        export.export_model(source_for(model, None), target, formats=["tflite"],
+
+
+def test_overwrite_replaces_exactly_what_the_export_recorded(tmp_path):
+    """The user's files at every level of an export survive --overwrite (hard-linked into the
+    new folder), and it says so; a file where the new export writes, or an export of an
+    older version (no record of its files), is refused with nothing changed."""
+    model = small_net("tiny")
+    target = tmp_path / "art"
+    first = export.export_model(source_for(model, None), str(target), formats=["saved_model"],
+                                verify_samples=8)
+    assert "saved_model/variables/" in first["files"] and "manifest.json" in first["files"]
+    assert set(first["files"]) == set(files.tree_entries(str(target)))
+    mine = {"notes.txt": "top", "saved_model/mine.txt": "in an artifact",
+            "saved_model/variables/mine2.txt": "deeper", "extra/sub/data.csv": "a folder"}
+    for rel, text in mine.items():
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        (target / rel).write_text(text)
+    said = []
+    second = export.export_model(source_for(model, None), str(target),
+                                 formats=["saved_model", "tflite"], verify_samples=8,
+                                 overwrite=True, log=said.append)
+    for rel, text in mine.items():
+        assert (target / rel).read_text() == text
+    assert "kept 'extra/', 'notes.txt', 'saved_model/mine.txt', " \
+           "'saved_model/variables/mine2.txt'" in said[-1]
+    assert not set(mine) & set(second["files"]) and "model.tflite" in second["files"]
+    assert sorted(os.listdir(tmp_path)) == ["art"]
+
+    before = sorted(files.tree_entries(str(target)))
+    (target / "model.tflite").unlink()  # recorded, but now the user's file sits there
+    (target / "model.tflite").write_text("the user's")
+    files.write_json(str(target / "manifest.json"),
+                     {**second, "files": [f for f in second["files"] if f != "model.tflite"]})
+    with pytest.raises(files.RefusedError, match="model.tflite', which keras_preact did not "
+                       "write, is where the new export writes"):
+        export.export_model(source_for(model, None), str(target), formats=["tflite"],
                             verify_samples=8, overwrite=True)
-    assert sorted(os.listdir(target)) == ["manifest.json", "model.tflite", "notes.txt"]
+    assert sorted(files.tree_entries(str(target))) == before
+    assert (target / "model.tflite").read_text() == "the user's"
+
+    files.write_json(str(target / "manifest.json"), {"manifest_version": 1, "artifacts": []})
+    with pytest.raises(files.RefusedError, match="an older keras_preact, which kept no record "
+                       "of its files, so 'extra/', 'manifest.json', 'model.tflite'"):
+        export.check_target(str(target), overwrite=True)
 
 
 def _umask():

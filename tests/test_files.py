@@ -79,12 +79,47 @@ def test_atomic_directory_replaces_only_what_is_ours(tmp_path):
     with pytest.raises(files.RefusedError, match="already exists; pass --overwrite"):
         with files.atomic_directory(str(target)):
             pass
+
+    def refuse(path):
+        raise files.RefusedError("not mine")
+
     with pytest.raises(files.RefusedError, match="Refusing to overwrite .*: not mine"):
-        with files.atomic_directory(str(target), overwrite=True, is_ours=lambda p: "not mine"):
+        with files.atomic_directory(str(target), overwrite=True, record_of=refuse):
             pass
-    with files.atomic_directory(str(target), overwrite=True, is_ours=lambda p: None) as tmp:
+    (target / "user.txt").write_text("kept")
+    with files.atomic_directory(str(target), overwrite=True, record_of=lambda p: {"a.bin"}) as tmp:
         (tmp_path / tmp / "b.bin").write_bytes(b"2")
-    assert os.listdir(target) == ["b.bin"] and sorted(os.listdir(tmp_path)) == ["export"]
+    assert tmp.kept == ["user.txt"] and (target / "user.txt").read_text() == "kept"
+    assert sorted(os.listdir(target)) == ["b.bin", "user.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_a_record_removes_exactly_what_it_lists(tmp_path, monkeypatch):
+    """At any depth: recorded files go, recorded folders go when left empty, the rest stays
+    and is named; a damaged record is refused, naming it."""
+    record = files.Record(str(tmp_path), ".record.json")
+    monkeypatch.chdir(tmp_path / "..")  # (paths are paths: absolute, or relative to the working folder)
+    record.add(os.path.join(tmp_path.name, "a.txt"), str(tmp_path / "sub" / "deep" / "b.bin"),
+               str(tmp_path / "sub" / "c.bin"))
+    record.add(str(tmp_path / "empty"), folder=True)
+    assert record.entries == {"a.txt", "sub/", "sub/deep/", "sub/deep/b.bin", "sub/c.bin", "empty/"}
+    for rel in ("a.txt", "sub/deep/b.bin", "sub/c.bin", "sub/deep/mine.txt", "mine/x.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    (tmp_path / "empty").mkdir()
+    again = files.Record.read(str(tmp_path), ".record.json")
+    assert again.entries == record.entries and again.complete
+    transient = lambda name: name == ".record.json"  # noqa: E731
+    assert files.unrecorded(str(tmp_path), again.entries, transient) == ["mine/", "sub/deep/mine.txt"]
+    kept = files.remove_recorded(str(tmp_path), again.entries, transient=transient)
+    assert kept == ["mine/", "sub/deep/mine.txt"]
+    assert sorted(files.tree_entries(str(tmp_path))) == [
+        ".record.json", "mine/", "mine/x.txt", "sub/", "sub/deep/", "sub/deep/mine.txt"]
+    with pytest.raises(ValueError, match="outside|not inside"):
+        record.add(str(tmp_path / ".." / "escape.txt"))
+    (tmp_path / ".record.json").write_text('{"format": "keras_preact.record/1", "entries": ["../x"]}')
+    with pytest.raises(ValueError, match=r"\.record\.json is damaged"):
+        files.Record.read(str(tmp_path), ".record.json")
 
 
 def test_directory_checks_say_what_is_wrong(tmp_path):

@@ -261,19 +261,21 @@ def test_resume_falls_back_to_last_keras_then_starts_over(tmp_path):
         f.write("epoch,loss\n0,2.0\n1,1.5\n2,1.2\n")
     messages = []
     fresh = _tiny_compiled()
-    epoch, _ = training._restore(fresh, config, "resume", True, messages.append)
+    epoch, _, rows = training._restore(fresh, config, "resume", True, None, messages.append)
     assert epoch == 2 and "resuming from last.keras (epoch 2)" in messages[-1]
     for a, b in zip(_weights(fresh), _weights(model)):
         np.testing.assert_array_equal(a, b)
     with open(os.path.join(run_dir, "log.csv")) as f:
         assert f.read() == "epoch,loss\n0,2.0\n1,1.5\n"  # the epochs after the state go
+    assert rows == [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.5}]
 
     os.remove(os.path.join(run_dir, "last.keras"))
     messages.clear()
-    assert training._restore(_tiny_compiled(), config, "resume", True, messages.append)[0] == 0
+    assert training._restore(_tiny_compiled(), config, "resume", True, None,
+                             messages.append)[0] == 0
     assert "starting the run over from epoch 0" in messages[-1]
     with open(os.path.join(run_dir, "log.csv")) as f:
-        assert f.read() == "epoch,loss\n"
+        assert f.read() == "epoch\n"
 
 
 def test_nan_loss_stops_before_anything_of_it_is_saved(tmp_path):
@@ -302,21 +304,112 @@ def test_nan_loss_stops_before_anything_of_it_is_saved(tmp_path):
 
 # -- the run directory: ownership, identity, one writer ----------------------------------------
 def test_overwrite_removes_only_what_keras_preact_wrote(tmp_path):
+    """By record, at any depth: the user's files in the folders a run creates stay; a run
+    without a record (an older version's) is refused, naming what would be lost."""
     run_dir = tmp_path / "run"
-    (run_dir / "backup" / "chief0").mkdir(parents=True)
+    run_dir.mkdir()
     config = cfg.resolve_config(cfg.TrainConfig(model_dir=str(run_dir), arch="resnet20",
                                                 dataset="digits", overwrite=True))
     other = dataclasses.replace(config, lr=0.05)
+    ours = ("config.json", "log.csv", "last.keras", "backup/chief0/epoch-00001.json",
+            "tensorboard/chief0/train/events.out.tfevents.1.host.7.0.v2")
+    record = rundir.open_record(str(run_dir), "new")
+    record.add(*(str(run_dir / name) for name in ours))
+    for name in ours:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("ours")
     files.write_json(str(run_dir / "config.json"),
                      {"format": rundir.RUN_FORMAT, "identity": other.identity()})
-    for name in ("log.csv", "last.keras", "backup/chief0/epoch-00001.json"):
-        (run_dir / name).write_text("ours")
-    (run_dir / "notes.txt").write_text("the user's")
-    (run_dir / "sub").mkdir()
+    mine = ("notes.txt", "sub/x", "backup/my.txt", "backup/chief0/mine.txt",
+            "tensorboard/note.txt", "tensorboard/chief0/train/mine.txt")
+    for name in mine:
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text("the user's")
     assert rundir.check(config)[0] == "overwrite"
-    assert rundir.remove_own_entries(str(run_dir)) == ["notes.txt", "sub"]
-    assert sorted(os.listdir(run_dir)) == ["notes.txt", "sub"]
-    assert (run_dir / "notes.txt").read_text() == "the user's"
+    kept = rundir.remove_run(str(run_dir))
+    assert kept == ["backup/chief0/mine.txt", "backup/my.txt", "notes.txt", "sub/",
+                    "tensorboard/chief0/train/mine.txt", "tensorboard/note.txt"]
+    assert sorted(f for f in files.tree_entries(str(run_dir)) if not f.endswith("/")) == sorted(
+        mine)
+    for name in mine:
+        assert (run_dir / name).read_text() == "the user's"
+
+    # A run without a record: --overwrite cannot tell its files from the user's.
+    (run_dir / "config.json").write_text(json.dumps({"format": rundir.RUN_FORMAT,
+                                                     "identity": other.identity()}))
+    with pytest.raises(files.RefusedError, match="keeps no record of its files .*'backup/', "
+                       "'config.json', 'notes.txt', 'sub/', 'tensorboard/' would be lost"):
+        rundir.check(config)
+    # Nor can it with a damaged record; resuming such a run sets the record aside.
+    (run_dir / ".owned-chief0.json").write_text("{torn")
+    with pytest.raises(files.RefusedError, match="owned-chief0.json is damaged"):
+        rundir.check(config)
+    said = []
+    assert not rundir.open_record(str(run_dir), "resume", said.append).complete
+    assert "set aside as" in said[0] and not (run_dir / ".owned-chief0.json").exists()
+
+
+USER_FILES = ("notes.txt", "backup/my.txt", "backup/chief0/mine.txt", "tensorboard/note.txt",
+              "tensorboard/chief0/a.txt", "tensorboard/chief0/train/b.txt",
+              "tensorboard/chief0/validation/c.txt", "mine/d.txt")
+
+
+def _copy_run(ref_dir, tmp_path):
+    import shutil
+
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(ref_dir, run_dir)
+    return run_dir
+
+
+def test_overwrite_through_the_script_keeps_the_users_files_at_every_level(digits_run, tmp_path):
+    run_dir = _copy_run(digits_run[0], tmp_path)
+    for name in USER_FILES:
+        os.makedirs(os.path.dirname(os.path.join(run_dir, name)), exist_ok=True)
+        pathlib.Path(run_dir, name).write_text("the user's")
+    result = run_script("train.py", *DIGITS[:6], "--iterations", "22", "--verbose", "2",
+                        "--overwrite", "--model-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in USER_FILES:
+        assert pathlib.Path(run_dir, name).read_text() == "the user's"
+    assert ("kept 'backup/chief0/mine.txt', 'backup/my.txt', 'mine/', 'notes.txt', "
+            "'tensorboard/chief0/a.txt', 'tensorboard/chief0/train/b.txt' and 2 more, which "
+            "keras_preact did not write") in result.stdout
+    # Nothing of the previous run is left: one epoch's backup, the new event files only.
+    assert sorted(os.listdir(os.path.join(run_dir, "backup", "chief0"))) == [
+        "epoch-00001.json", "epoch-00001.weights.h5", "mine.txt"]
+    events = [n for n in files.tree_entries(os.path.join(run_dir, "tensorboard"))
+              if "tfevents" in n]
+    assert len(events) == 2 and all(n in rundir.read_records(run_dir)[0][0].entries
+                                    for n in (f"tensorboard/{e}" for e in events))
+    assert rundir.read_records(run_dir)[1] is None  # the record is complete
+
+
+@pytest.mark.parametrize("damage, problem, intact", [
+    (lambda text: bytes(range(128, 248)), "it is not text", 0),
+    (lambda text: text[:text.index(b"\n3,") + 9], "its last line is cut off", 3),
+])
+def test_a_damaged_log_is_set_aside_and_the_run_goes_on(digits_run, tmp_path, damage, problem,
+                                                        intact):
+    """The run resumes from epoch 5 (its epoch-6 state and results removed); the damaged
+    log.csv is set aside, saying so, and the log goes on from its intact rows, nothing glued."""
+    run_dir = _copy_run(digits_run[0], tmp_path)
+    for name in ("results.json", "backup/chief0/epoch-00006.json"):
+        os.remove(os.path.join(run_dir, name))
+    log_path = pathlib.Path(run_dir, "log.csv")
+    original = log_path.read_bytes()
+    log_path.write_bytes(damage(original))
+    result = run_script("train.py", *DIGITS, "--model-dir", run_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from epoch 5 of 6" in result.stdout
+    (warning,) = [line for line in result.stdout.splitlines() if "log.csv is damaged" in line]
+    assert f"({problem}); set aside as log.damaged-" in warning
+    assert f"goes on from its {intact} intact row" in warning
+    (aside,) = [n for n in os.listdir(run_dir) if n.startswith("log.damaged-")]
+    assert pathlib.Path(run_dir, aside).read_bytes() == damage(original)
+    rows, trouble = rundir.read_log(str(log_path))
+    assert trouble is None and [r["epoch"] for r in rows] == list(range(intact)) + [5]
+    assert original.decode().splitlines()[1:intact + 1] == log_path.read_text().splitlines()[1:intact + 1]
 
 
 def test_another_workers_lock_and_temporaries_are_not_content(tmp_path):
@@ -356,9 +449,11 @@ def test_a_run_of_an_older_keras_preact_is_recognised(tmp_path):
     files.write_json(str(run_dir / "config.json"), {"identity": config.identity(),
                                                     "resolved": {}})  # no "format"
     with pytest.raises(files.RefusedError, match="a run of an older keras_preact, which this "
-                       "version cannot resume: pass --overwrite"):
+                       "version cannot resume: move it away"):
         rundir.check(config)
-    assert rundir.check(dataclasses.replace(config, overwrite=True))[0] == "overwrite"
+    with pytest.raises(files.RefusedError, match="no record of its files .*'backup/', "
+                       "'config.json' would be lost"):
+        rundir.check(dataclasses.replace(config, overwrite=True))
 
 
 def test_deleted_config_json_the_backup_keeps_the_identity(tmp_path):
