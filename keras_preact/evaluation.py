@@ -1,4 +1,6 @@
-"""Top-1 / top-5 accuracy on ImageNet validation (tensorflow-datasets ``imagenet2012``).
+"""Top-1 / top-5 accuracy of a model on its data set's test split: ImageNet validation
+(tensorflow-datasets ``imagenet2012``) at one or more crops, or the test split of a small
+data set (CIFAR, digits) at its own size (:func:`evaluate`).
 
 The model comes as :func:`keras_preact.export.load_source` finds it (a training run
 directory, a ``.keras`` file, or a registry arch with ``weights``, e.g. ``"imagenet"``),
@@ -43,6 +45,45 @@ def validation_stream(crop, batch_size, normalisation, data_dir=None, limit=None
                      num_parallel_calls=tf.data.AUTOTUNE)
               .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     return stream, int(ds.cardinality())
+
+
+def evaluate(source, crops=None, batch_size=64, limit=None, log=print):
+    """Evaluate ``source`` on its own data set's test split (``source.dataset``; ImageNet
+    at ``crops``, default :data:`CROPS`): ``{size: {"top1", "top5", "images"}}``."""
+    if source.dataset in (None, "imagenet2012"):
+        return evaluate_imagenet(source, crops or CROPS, batch_size, limit, log)
+    if crops:
+        raise ValueError(f"--crops applies to ImageNet; {source.origin} is a {source.dataset} "
+                         "model, evaluated at its own image size.")
+    return evaluate_small(source, batch_size, limit, log)
+
+
+def evaluate_small(source, batch_size=64, limit=None, log=print):
+    """Top-1 and top-5 accuracy (%) of ``source`` on the test split of its small data set,
+    normalised as it was trained."""
+    import keras
+
+    from keras_preact.preprocessing import normalization
+
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    x, y = data_lib.load_arrays(source.dataset, "test", source.data_dir, source.cifar_archive)
+    if limit is not None:
+        x, y = x[:check_int("limit", limit, minimum=1)], y[:limit]
+    if source.classes != data_lib.DATASETS[source.dataset].classes:
+        raise ValueError(f"{source.origin} has {source.classes} classes; {source.dataset} has "
+                         f"{data_lib.DATASETS[source.dataset].classes}.")
+    normalize = normalization(*source.normalisation)
+    metrics = {k: keras.metrics.SparseTopKCategoricalAccuracy(k) for k in (1, 5)}
+    for start in range(0, len(x), batch_size):
+        scores = source.model(normalize(x[start:start + batch_size]), training=False)
+        for metric in metrics.values():
+            metric.update_state(y[start:start + batch_size], scores)
+    size = x.shape[1]
+    result = {"top1": 100.0 * float(metrics[1].result()),
+              "top5": 100.0 * float(metrics[5].result()), "images": len(x)}
+    log(f"{source.dataset} test split at {size}x{size}: top-1 {result['top1']:.2f}% (error "
+        f"{100 - result['top1']:.2f}%), top-5 {result['top5']:.2f}% on {len(x)} images")
+    return {size: result}
 
 
 def evaluate_imagenet(source, crops=CROPS, batch_size=64, limit=None, log=print):

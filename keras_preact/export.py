@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from keras_preact import catalog, convert, files, preprocessing, registry
+from keras_preact import catalog, convert, files, preprocessing, registry, rundir
 from keras_preact._validation import UserError, check_choice, check_int
 from keras_preact.preprocessing import INPUT_NAME, LOGITS, PROBABILITIES
 
@@ -74,6 +74,7 @@ class Source:
     trained: bool = True
     image_shape: tuple = None  # (H, W, C) the artifacts take; default: the model's
     notes: list = dataclasses.field(default_factory=list)  # what the user should know
+    checkpoint: dict = None  # a run's checkpoint: which epoch, whether the run is finished
 
     @property
     def input_shape(self):
@@ -130,6 +131,9 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
         from keras_preact.models import load_keras_file
 
         source = Source(load_keras_file(keras_path), os.path.abspath(keras_path))
+        if run:
+            source.checkpoint = rundir.checkpoint_state(os.path.dirname(source.origin),
+                                                        os.path.basename(keras_path))
         if normalisation is None:  # a converted pretrained model carries its preprocessing
             source.model, normalisation = preprocessing.split_normalization(source.model)
     from keras_preact.scanned import ScannedUnits
@@ -144,7 +148,7 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
     source.data_dir = data_dir or resolved.get("data_dir")
     source.cifar_archive = cifar_archive or resolved.get("cifar_archive")
     if input_shape is not None:
-        source.image_shape = tuple(int(d) for d in input_shape)
+        source.image_shape = _check_input_shape(source, input_shape)
     elif resolved.get("eval_size") and None in tuple(source.model.input_shape[1:3]):
         source.image_shape = (resolved["eval_size"], resolved["eval_size"],
                               source.model.input_shape[-1])
@@ -154,10 +158,38 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
         normalisation = dataset_normalisation(source.dataset, source.data_dir,
                                               source.cifar_archive)
     if normalisation is not None:
-        mean, std = normalisation
-        source.normalisation = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+        source.normalisation = _check_normalisation(source, *normalisation)
     _add_notes(source)
     return source
+
+
+def _check_input_shape(source, shape):
+    """``(H, W, C)`` the artifacts take: the model's channels, and its size where fixed."""
+    shape = tuple(int(d) for d in shape)
+    own = tuple(source.model.input_shape[1:])
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"--input-shape takes three positive sizes H W C, got {list(shape)}.")
+    if len(own) != 3 or any(o is not None and o != d for o, d in zip(own, shape)):
+        raise ValueError(
+            f"--input-shape {' '.join(map(str, shape))} does not fit {source.origin}, which "
+            f"takes {'x'.join('any' if d is None else str(d) for d in own)} images: give "
+            f"its own {'channels' if own[:2] == (None, None) else 'shape'}.")
+    return shape
+
+
+def _check_normalisation(source, mean, std):
+    """``(mean, std)`` as float tuples: one finite value per input channel, ``std > 0``."""
+    import math
+
+    channels = source.model.input_shape[-1]
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"--mean and --std need {channels} values each (one per channel of "
+                         f"{source.origin}), got {len(mean)} and {len(std)}.")
+    if not all(map(math.isfinite, mean + std)) or min(std) <= 0:
+        raise ValueError(f"--mean must be finite and --std finite and above 0, got mean "
+                         f"{list(mean)}, std {list(std)}.")
+    return mean, std
 
 
 def _build_arch(arch, classes, input_shape, dataset, builder_kwargs):
@@ -183,8 +215,8 @@ def _saved_model_path(path, checkpoint):
         keras_path = os.path.join(path, f"{checkpoint}.keras")
         if not os.path.isfile(os.path.join(path, files.RUN_CONFIG)) or not os.path.isfile(keras_path):
             raise ValueError(
-                f"{path!r} is not a finished training run: it needs {files.RUN_CONFIG} and "
-                f"{checkpoint}.keras (written by scripts/train.py)."
+                f"{path!r} is not a training run with a checkpoint: it needs "
+                f"{files.RUN_CONFIG} and {checkpoint}.keras (written by scripts/train.py)."
             )
         return keras_path, files.run_config(path)
     if not path.endswith(".keras"):
@@ -197,6 +229,12 @@ def _saved_model_path(path, checkpoint):
 
 
 def _add_notes(source):
+    state = source.checkpoint
+    if state and state["run"] != "finished":
+        source.notes.append(
+            f"the run is {'still training' if state['run'] == 'training' else 'unfinished'}: "
+            f"{state['file']} holds epoch {state['epoch']} of {state['epochs']}, not the final "
+            "weights (recorded in the manifest)")
     described = describe(source.model)
     if not described["residual_units"]:
         source.notes.append("this model has no keras_preact residual units: it is exported "
@@ -722,6 +760,7 @@ def _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts, chec
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": source.origin,
         "trained": source.trained,
+        "checkpoint": source.checkpoint,
         "arch": source.arch,
         "builder": spec.builder_name if spec else None,
         **described,

@@ -57,17 +57,19 @@ def fault_point(name):
     """SIGKILL this process at the named point when ``KERAS_PREACT_FAULT`` asks for it.
 
     ``KERAS_PREACT_FAULT=backup.weights`` kills at the first pass through that point,
-    ``backup.weights@3`` at the third. Tests use it instead of timing a kill.
+    ``backup.weights@3`` at the third; ``epoch.end@2:TERM`` sends SIGTERM instead (or
+    ``INT``: SIGINT). Tests use it instead of timing a kill.
     """
     wanted = os.environ.get(FAULT_ENV)
     if not wanted:
         return
+    wanted, _, sent = wanted.partition(":")
     point, _, count = wanted.partition("@")
     if point != name:
         return
     _fault_counts[name] = _fault_counts.get(name, 0) + 1
     if _fault_counts[name] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, f"SIG{sent or 'KILL'}"))
 
 
 # -- atomic files ---------------------------------------------------------------------
@@ -111,6 +113,27 @@ def remove_path(path):
         os.remove(path)
 
 
+class DiskFull(UserError, OSError):
+    """A write ran out of space (named, where the writer's own error names no file)."""
+
+
+@contextlib.contextmanager
+def _naming_a_full_disk(path):
+    """Re-raise a writer's out-of-space error (Python's, h5py's, TensorFlow's) as
+    :class:`DiskFull` naming ``path``."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as e:
+        if getattr(e, "errno", None) != errno.ENOSPC and "No space left on device" not in str(e):
+            raise
+        raise DiskFull(
+            f"No space left on the device to write {os.path.abspath(path)}: free some space "
+            "and run the same command again (a training run resumes from its last finished "
+            "epoch; nothing written before is lost).") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path for a writer that wants a file name (``model.save``,
@@ -119,8 +142,9 @@ def atomic_path(path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = _tmp_name(path)
     try:
-        yield tmp
-        _fsync_tree(tmp)
+        with _naming_a_full_disk(path):
+            yield tmp
+            _fsync_tree(tmp)
         os.replace(tmp, path)
         fsync_path(os.path.dirname(os.path.abspath(path)))
     finally:
@@ -389,7 +413,35 @@ def ensure_directory_possible(path, what):
     if not os.access(probe, os.W_OK | os.X_OK):
         raise RefusedError(f"Cannot write to {what} {path!r}: permission denied on {probe!r}. "
                            "Choose a folder you can write to.")
+    _check_path_length(path, probe, what)
     return path
+
+
+# How far below its folder the deepest file a tool writes lies, beyond the host name: a
+# worker's TensorBoard event file (tensorboard/worker12/validation/events.out.tfevents.
+# <time>.<host>.<pid>.<n>.v2) and an export's temporary folder (.<name>.tmp-<host>-<pid>-
+# <tag>/saved_model/variables/variables.data-00000-of-00001) measure 90-110 characters.
+PATH_HEADROOM = 160
+
+
+def _check_path_length(path, probe, what):
+    """Refuse a folder whose files would pass the system's limits on a path or a name
+    (``ENAMETOOLONG`` deep inside a writer, e.g. TensorFlow's, would strand the work)."""
+    host = len(socket.gethostname())
+    path_max, name_max = os.pathconf(probe, "PC_PATH_MAX"), os.pathconf(probe, "PC_NAME_MAX")
+    base = os.path.basename(path)
+    shown = path if len(path) <= 80 else f"{path[:40]}...{path[-30:]}"
+    if len(path.encode()) + PATH_HEADROOM + host >= path_max:
+        raise RefusedError(
+            f"{what} {shown!r} is {len(path):,} characters long; what keras_preact writes in "
+            f"it lies up to {PATH_HEADROOM + host} characters deeper, past this system's limit "
+            f"of {path_max:,} for a path: choose a shorter path.")
+    longest = max(path.split(os.sep), key=len)
+    if len(longest.encode()) > name_max or len(base.encode()) + 40 + host > name_max:
+        raise RefusedError(
+            f"{what} {shown!r} has a folder name of {len(longest.encode())} bytes; names of up "
+            f"to {name_max - 40 - host} fit this system's limit of {name_max} with what "
+            "keras_preact adds to them: choose a shorter name.")
 
 
 def ensure_directory(path, what):
@@ -448,12 +500,13 @@ def _replacing(target, recorded):
     tmp = _Folder(_tmp_name(target))
     os.mkdir(tmp)
     try:
-        yield tmp
-        if recorded is not None:
-            tmp.kept = unrecorded(target, recorded)
-            _link_into(target, tmp, tmp.kept)
-        fault_point("directory.before-rename")
-        _fsync_tree(tmp)
+        with _naming_a_full_disk(target):
+            yield tmp
+            if recorded is not None:
+                tmp.kept = unrecorded(target, recorded)
+                _link_into(target, tmp, tmp.kept)
+            fault_point("directory.before-rename")
+            _fsync_tree(tmp)
         if os.path.lexists(target):
             old = _tmp_name(target)
             os.rename(target, old)
@@ -492,11 +545,10 @@ def _link_into(old, new, kept):
 def check_replaceable(target, overwrite, record_of, what):
     """Raise ``RefusedError`` unless ``target`` is absent, empty, or ours to replace; return
     the record of what it holds of ours (``None`` when absent or empty)."""
-    if not os.path.lexists(target):
-        return None
-    if not os.path.isdir(target):
+    if os.path.lexists(target) and not os.path.isdir(target):
         raise RefusedError(f"{target!r} is a file, not a {what}: choose another path.")
-    if not os.listdir(target):
+    ensure_directory_possible(target, what)
+    if not os.path.lexists(target) or not os.listdir(target):
         return None
     if not overwrite:
         raise RefusedError(f"{target!r} already exists; pass --overwrite to replace it.")
@@ -513,6 +565,21 @@ def check_replaceable(target, overwrite, record_of, what):
 
 
 # -- locks ----------------------------------------------------------------------------
+def is_locked(path):
+    """Whether a process holds the :class:`Lock` at ``path`` now (reads only)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 class Lock:
     """An exclusive, non-blocking ``flock`` on ``path``, released when the process ends.
 

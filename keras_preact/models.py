@@ -193,15 +193,26 @@ def load_weights(model, path):
                 "projection, classes) as the file.")
         assign_unrolled(model, theirs)
         return model
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"{path!r} is not a .weights.h5 file (it has no HDF5 signature): it "
+                         "is damaged or of another kind. Give a file written by "
+                         "model.save_weights, or a .keras file.")
     try:
         with warnings.catch_warnings():  # Keras' aside on a mismatch; the error below says it
             warnings.filterwarnings("ignore", message="Skipping nested container")
             model.load_weights(path)
-    except ValueError as e:
+    except (ValueError, OSError, KeyError) as e:
         found = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
                           r".*?path=([^,\s]+)", str(e), re.S)
+        # Keras' summary of layers it could not load: the count, then the first one's error.
+        many = re.match(r"A total of (\d+) objects could not be loaded\..*?:\s*\n\s*(.+)",
+                        str(e), re.S)
         detail = (f"the first mismatch is {found.group(3)}: {found.group(2)} in the file, "
-                  f"{found.group(1)} in the model" if found else _first_line(e))
+                  f"{found.group(1)} in the model" if found else
+                  f"{many.group(1)} layers could not be loaded; the first: "
+                  f"{_first_line(many.group(2))}" if many else _first_line(e))
         raise ValueError(
             f"The weights in {path!r} do not fit {model.name!r} ({detail}; .weights.h5 files "
             "are matched by position). Build the same architecture (arch, placement, "

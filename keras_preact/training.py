@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -638,8 +639,8 @@ def _report_end(config, results, chief, log):
                if wanted and not installed(module)]
     log(f"outputs    {d}: {', '.join(['last.keras', 'best.keras', 'results.json', 'log.csv'] + written)}"
         + (f"; not written: {', '.join(missing)}" if missing else ""))
-    log(f"next       python scripts/plot.py {d} --out curves.png")
-    log(f"           python scripts/export.py --model {d}")
+    log(f"next       {shlex.join(['python', 'scripts/plot.py', d, '--out', 'curves.png'])}")
+    log(f"           {shlex.join(['python', 'scripts/export.py', '--model', d])}")
 
 
 def _report_finished(config, results, log):

@@ -1,13 +1,16 @@
 #!/usr/bin/env python
-"""Top-1 / top-5 accuracy on ImageNet validation (tensorflow-datasets imagenet2012).
+"""Top-1 / top-5 accuracy of a model on its data set's test split.
 
+    python scripts/evaluate.py --model runs/digits                    # any run, on its own data
     python scripts/evaluate.py --arch resnet50 --weights imagenet     # keras.applications' weights
-    python scripts/evaluate.py --model runs/r200 --crops 224 320      # a training run directory
+    python scripts/evaluate.py --model runs/r200 --crops 224 320      # an ImageNet run
     python scripts/evaluate.py --model converted.keras --limit 1000   # a converted or saved model
 
-Single centre crops: 224 (shorter side resized to 256) and the paper's 320 (Table 5).
-The preprocessing is the model's own: a run directory's, a converted model's, or that
-of the --weights; otherwise keras_preact's ImageNet mean and std, or --mean/--std.
+A run directory is evaluated on its own data set's test split (CIFAR, digits: at its own
+image size). ImageNet: single centre crops, 224 (shorter side resized to 256) and the
+paper's 320 (Table 5). The preprocessing is the model's own: a run directory's, a
+converted model's, or that of the --weights; otherwise keras_preact's ImageNet mean and
+std, or --mean/--std.
 """
 
 import sys
@@ -23,19 +26,20 @@ def parser():
     what.add_argument("--model", metavar="PATH", help="a training run directory or a .keras file")
     what.add_argument("--arch", metavar="ARCH", help=_cli.choices_help(
         "a registry network, with --weights", registry.list_models("imagenet")))
-    source.add_argument("--checkpoint", default="best", choices=("best", "last"),
-                        help="which checkpoint of a run directory")
+    source.add_argument("--checkpoint", default="last", choices=("last", "best"),
+                        help="which checkpoint of a run directory: the final weights (what the "
+                        "paper reports, and what export.py exports) or the best epoch's")
     source.add_argument("--weights", metavar="imagenet|PATH",
                         help="with --arch: 'imagenet' (keras.applications' ResNet V2 weights, "
                         "depths 50/101/152), their downloaded .h5 file, or a .weights.h5/.keras "
                         "file")
     source.add_argument("--layout", help=_cli.choices_help("with --arch", catalog.LAYOUTS))
     evaluation = p.add_argument_group("evaluation")
-    evaluation.add_argument("--crops", type=_cli.positive_int, nargs="+", default=[224, 320],
-                            help="centre-crop sizes")
+    evaluation.add_argument("--crops", type=_cli.positive_int, nargs="+",
+                            help="ImageNet centre-crop sizes (default: 224 320)")
     evaluation.add_argument("--batch-size", type=_cli.positive_int, default=64)
     evaluation.add_argument("--limit", type=_cli.positive_int,
-                            help="evaluate on the first N validation images only")
+                            help="evaluate on the first N test images only")
     evaluation.add_argument("--data-dir", help="tensorflow-datasets data_dir")
     evaluation.add_argument("--mean", type=float, nargs=3, help="normalisation mean (0-255)")
     evaluation.add_argument("--std", type=float, nargs=3, help="normalisation std (0-255)")
@@ -52,13 +56,21 @@ def evaluate(args):
                   if v is not None}
     normalisation = (args.mean, args.std) if args.mean is not None else None
     source = export.load_source(model=args.model, arch=args.arch, checkpoint=args.checkpoint,
-                                dataset="imagenet2012", data_dir=args.data_dir,
-                                normalisation=normalisation, **kwargs)
+                                dataset="imagenet2012" if args.arch else None,
+                                data_dir=args.data_dir, normalisation=normalisation, **kwargs)
+    if source.dataset is None:  # (a bare .keras file: ImageNet, as before)
+        source.dataset = "imagenet2012"
+        if source.normalisation is None:
+            source.normalisation = export.dataset_normalisation("imagenet2012")
+    if source.normalisation is None:
+        raise ValueError(f"The preprocessing of {source.origin} is unknown: pass --mean and "
+                         "--std.")
     mean, std = source.normalisation
-    print(f"evaluating {source.origin} on ImageNet validation; preprocessing (pixels - mean) "
-          f"/ std, mean {[round(m, 3) for m in mean]}, std {[round(s, 3) for s in std]}")
-    evaluation.evaluate_imagenet(source, crops=args.crops, batch_size=args.batch_size,
-                                 limit=args.limit)
+    split = "ImageNet validation" if source.dataset == "imagenet2012" else \
+        f"the {source.dataset} test split"
+    print(f"evaluating {source.origin} on {split}; preprocessing (pixels - mean) / std, mean "
+          f"{[round(m, 3) for m in mean]}, std {[round(s, 3) for s in std]}")
+    evaluation.evaluate(source, crops=args.crops, batch_size=args.batch_size, limit=args.limit)
 
 
 def main(argv=None):

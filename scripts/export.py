@@ -84,8 +84,11 @@ def main(argv=None):
     if args.arch is None and (args.placement or args.shortcut or args.classes or args.weights
                               or args.layout):
         p.error("--classes, --placement, --shortcut, --weights and --layout apply to --arch")
+    if args.out is not None and not args.out.strip():
+        p.error("--out is empty: give the folder to write, or leave --out out for "
+                "savedmodels/NAME")
     name = args.arch or os.path.basename(os.path.normpath(args.model)).removesuffix(".keras")
-    out = args.out or os.path.join("savedmodels", name)
+    out = args.out if args.out is not None else os.path.join("savedmodels", name)
     return _cli.run(export_to, args, out)
 
 

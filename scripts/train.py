@@ -108,7 +108,10 @@ def train(config):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    return _cli.run(train, cfg.TrainConfig(**vars(args)))
+    return _cli.run(train, cfg.TrainConfig(**vars(args)), resume=RESUME)
+
+
+RESUME = "run the same command again to resume from the last finished epoch"
 
 
 if __name__ == "__main__":

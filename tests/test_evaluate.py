@@ -49,3 +49,21 @@ def test_evaluate_without_the_data_says_how_to_get_it(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: imagenet2012 is not prepared in ") and "--data-dir" in err
     assert "mean [123.675, 116.28, 103.53]" in out  # keras_preact's ImageNet normalisation
+
+
+def test_evaluate_a_run_directory_on_its_own_test_split(digits_run, capsys):
+    """A digits run is evaluated on the digits test split, from its final weights (what
+    export.py exports): the training run's own final test error."""
+    import json
+    import os
+
+    run_dir, _ = digits_run
+    with open(os.path.join(run_dir, "results.json")) as f:
+        error = json.load(f)["test_error"]
+    code, out, err = call_script("evaluate", ["--model", run_dir], capsys)
+    assert code == 0, err
+    assert f"on the digits test split" in out
+    assert f"digits test split at 32x32: top-1 {100 - error:.2f}% (error {error:.2f}%)" in out
+    assert "on 359 images" in out
+    code, _, err = call_script("evaluate", ["--model", run_dir, "--crops", "224"], capsys)
+    assert code == 2 and "--crops applies to ImageNet" in err and err.count("\n") == 1

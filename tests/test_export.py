@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -463,3 +464,42 @@ def test_end_to_end_digits_int8_accuracy(exports, digits_run):
     assert bench.returncode == 0, bench.stderr[-3000:]
     for row in ("keras predict_on_batch", "saved_model", "model.tflite", "model_int8.tflite"):
         assert row in bench.stdout, bench.stdout
+
+
+def test_a_run_still_training_is_exported_saying_which_epoch(digits_run, tmp_path):
+    import shutil
+
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(digits_run[0], run_dir)
+    os.remove(os.path.join(run_dir, "results.json"))
+    files.write_json(os.path.join(run_dir, "checkpoints.json"),
+                     {"last": {"epoch": 4, "val_accuracy": 0.5}})
+    with files.Lock(os.path.join(run_dir, ".lock-chief0"), "the run"):  # as train.py holds it
+        source = export.load_source(model=run_dir)
+        said = []
+        manifest = export.export_model(source, str(tmp_path / "art"), formats=["tflite"],
+                                       verify_samples=8, log=said.append)
+    assert source.checkpoint == {"file": "last.keras", "epoch": 4, "epochs": 6, "run": "training"}
+    assert manifest["checkpoint"] == source.checkpoint
+    assert ("the run is still training: last.keras holds epoch 4 of 6, not the final weights"
+            in source.notes[0])
+    assert export.load_source(model=run_dir).checkpoint["run"] == "interrupted"
+    shutil.copy(os.path.join(digits_run[0], "results.json"), run_dir)
+    finished = export.load_source(model=run_dir)
+    assert finished.checkpoint["run"] == "finished" and not finished.notes
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mean", "nan", "0", "0", "--std", "1", "1", "1"],
+     r"--mean must be finite and --std finite and above 0, got mean \[nan, 0.0, 0.0\]"),
+    (["--mean", "1", "--std", "1"], "--mean and --std need 3 values each"),
+    (["--std", "1", "0", "1", "--mean", "0", "0", "0"], "--std finite and above 0"),
+    (["--input-shape", "64", "64", "1"],
+     "--input-shape 64 64 1 does not fit .*, which takes 32x32x3 images: give its own shape"),
+    (["--out", ""], "--out is empty"),
+])
+def test_export_options_are_checked_before_any_work(digits_run, tmp_path, capsys, argv, message):
+    code, out, err = call_script("export", ["--model", digits_run[0], "--out",
+                                            str(tmp_path / "art"), *argv], capsys)
+    assert code == 2 and err.count("\n") == 1 and re.search(message, err), err
+    assert os.listdir(tmp_path) == []

@@ -1,6 +1,7 @@
 """keras_preact.files: atomic writes, what is ours, one writer at a time, fault injection."""
 
 import os
+import pathlib
 import subprocess
 
 import pytest
@@ -168,3 +169,38 @@ def test_fault_points_count_their_passes(monkeypatch):
     assert killed == []
     files.fault_point("backup.weights")
     assert killed == [(os.getpid(), 9)]
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path):
+    """A writer's out-of-space error that names no file (as h5py's and TensorFlow's do)
+    becomes one that names the target and says the command can be run again."""
+    import errno
+
+    target = tmp_path / "last.keras"
+    target.write_text("the previous checkpoint")
+    with pytest.raises(files.DiskFull, match=f"No space left on the device to write {target}: "
+                       "free some space and run the same command again"):
+        with files.atomic_path(str(target)) as tmp:
+            pathlib.Path(tmp).write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(files.DiskFull, match="to write .*export"):
+        with files.atomic_directory(str(tmp_path / "export")):
+            raise RuntimeError("Can't write data (errno = 28, error message = 'No space left "
+                               "on device')")
+    assert target.read_text() == "the previous checkpoint"
+    assert sorted(os.listdir(tmp_path)) == ["last.keras"]
+
+
+def test_a_path_too_long_for_what_the_tools_write_in_it_is_refused(tmp_path):
+    """Checked before any write, with the limits of the file system it is on (a 4,034-
+    character --model-dir used to fail inside TensorFlow's TensorBoard writer)."""
+    path_max = os.pathconf(str(tmp_path), "PC_PATH_MAX")
+    deep = os.path.join(str(tmp_path), *["d" * 200] * (path_max // 201))
+    with pytest.raises(files.RefusedError, match=f"--model-dir '.*' is {len(deep):,} characters "
+                       f"long; .* past this system's limit of {path_max:,} for a path"):
+        files.ensure_directory(deep, "--model-dir")
+    with pytest.raises(files.RefusedError, match="has a folder name of 250 bytes"):
+        files.check_replaceable(str(tmp_path / ("e" * 250)), False, None, "export folder")
+    assert os.listdir(tmp_path) == []
+    fits = os.path.join(str(tmp_path), *["d" * 200] * ((path_max - 400 - len(str(tmp_path))) // 201))
+    assert files.ensure_directory(fits, "--model-dir") == fits

@@ -279,6 +279,19 @@ def test_weights_that_are_damaged_or_would_run_code(tmp_path):
     with pytest.raises(ValueError, match="Refusing to load .*lambda.keras': loading it would run "
                        "code it carries"):
         kp.PreActResNet20(weights=str(tmp_path / "lambda.keras"))
+    # A .weights.h5 that is not HDF5 is named (h5py's own error names no file) ...
+    (tmp_path / "x.weights.h5").write_bytes(b"x" * 300)
+    with pytest.raises(ValueError, match=r"'.*x\.weights\.h5' is not a \.weights\.h5 file \(it has "
+                       r"no HDF5 signature\)"):
+        kp.PreActResNet20(weights=str(tmp_path / "x.weights.h5"))
+    # ... and one of another network says which layer does not fit (not Keras' placeholder).
+    plain = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    plain.save_weights(tmp_path / "plain.weights.h5")
+    with pytest.raises(ValueError, match=r"\(41 layers could not be loaded; the first: Layer "
+                       r"'stem_conv' expected 1 variables, but received 2") as caught:
+        kp.PreActResNet20(weights=str(tmp_path / "plain.weights.h5"))
+    assert "Example error message" not in str(caught.value)
 
 
 # -- errors ----------------------------------------------------------------------

@@ -412,6 +412,36 @@ def test_a_damaged_log_is_set_aside_and_the_run_goes_on(digits_run, tmp_path, da
     assert original.decode().splitlines()[1:intact + 1] == log_path.read_text().splitlines()[1:intact + 1]
 
 
+@pytest.mark.parametrize("sent, code, said", [("TERM", 143, "terminated"), ("INT", 130, "interrupted")])
+def test_sigterm_and_sigint_say_that_rerunning_resumes(digits_run, tmp_path, sent, code, said):
+    run_dir = _copy_run(digits_run[0], tmp_path)
+    for name in ("results.json", "backup/chief0/epoch-00006.json"):
+        os.remove(os.path.join(run_dir, name))
+    stopped = run_script("train.py", *DIGITS, "--model-dir", run_dir,
+                         env={"KERAS_PREACT_FAULT": f"epoch.end@1:{sent}"})  # after epoch 6's backup
+    assert stopped.returncode == code, stopped.stderr[-2000:]
+    assert stopped.stderr.splitlines()[-1] == (
+        f"{said}: run the same command again to resume from the last finished epoch")
+    assert "Traceback" not in stopped.stderr and not os.path.exists(os.path.join(run_dir, "results.json"))
+    again = run_script("train.py", *DIGITS, "--model-dir", run_dir)
+    assert again.returncode == 0 and "resuming from epoch 6 of 6" in again.stdout
+
+
+def test_the_next_commands_can_be_pasted(tmp_path):
+    import shlex
+
+    config = cfg.resolve_config(cfg.TrainConfig(model_dir=str(tmp_path / "my runs" / "it's"),
+                                                arch="resnet20", dataset="digits", plot=False))
+    said = []
+    training._report_end(config, {"test_error": 1.0, "paper_error": None, "arch": "resnet20",
+                                  "placement": "full_preact", "dataset": "digits"}, True,
+                         said.append)
+    (plot,) = [line for line in said if "plot.py" in line]
+    (export,) = [line for line in said if "export.py" in line]
+    assert shlex.split(plot.split(maxsplit=1)[1])[2] == config.model_dir
+    assert shlex.split(export)[-1] == config.model_dir
+
+
 def test_another_workers_lock_and_temporaries_are_not_content(tmp_path):
     """The workers of a cluster open one folder at once: what the chief has written so far
     (its lock, a probe it is about to remove) does not make the folder someone else's."""
