@@ -8,6 +8,7 @@ import difflib
 import importlib.util
 import math
 import numbers
+import os
 
 
 class UserError(Exception):
@@ -62,3 +63,43 @@ def check_float(what, value, low=None, high=None, low_open=False, high_open=Fals
             f"{high if high is not None else 'inf'}{hi}, got {value}."
         )
     return value
+
+
+# A container's memory limit and use: cgroup v2, then v1 (a limit of "max" is none).
+_CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                   "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def available_memory():
+    """Bytes this process can still allocate: the kernel's MemAvailable (else the physical
+    memory), within the container's limit."""
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f
+                        if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        free = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for limit, usage in _CGROUP_MEMORY:
+        try:
+            with open(limit) as f, open(usage) as g:
+                free = min(free, int(f.read()) - int(g.read()))
+        except (OSError, ValueError):
+            continue
+    return free
+
+
+def check_memory(option, count, per_item, fixed=0, what="data"):
+    """Refuse, before it is allocated, a ``count`` (the value of ``option``) whose
+    ``count * per_item + fixed`` bytes exceed :func:`available_memory`, naming the largest
+    count that fits: a native library that runs out of memory may crash the process
+    (a segmentation fault) instead of raising."""
+    available = available_memory()
+    need = count * per_item + fixed
+    if need <= available:
+        return
+    fits = (available - fixed) // per_item
+    raise ValueError(
+        f"{option} {count} needs about {need / 2**30:.1f} GiB of memory ({what}), more than "
+        f"the {max(available, 0) / 2**30:.1f} GiB available: "
+        + (f"use {option} {fits} or less." if fits >= 1 else "free memory first."))

@@ -16,6 +16,7 @@ share the machine's load.
 """
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -26,6 +27,30 @@ import time
 import numpy as np
 
 from keras_preact import export, files
+from keras_preact._validation import check_memory
+
+# Memory per image of a batch, for check_batch: its pixels (drawn as int64, kept as float32:
+# 12 bytes a value) and, per input pixel, the live activations, bounded by 6 tensors of 64
+# float32 channels at full resolution (the widest layers: the CIFAR bottleneck nets' and
+# resnet18_cifar's; the ImageNet nets' hold 16 channels per input pixel). Measured
+# (predict_on_batch, TensorFlow on a CPU): resnet20 0.21 MB and resnet164 1.0 MB per 32x32
+# image; this bounds them at 1.6 MB.
+PIXEL_BYTES, ACTIVATION_BYTES = 12, 6 * 64 * 4
+
+
+def check_batch(shape, batch, steps=None):
+    """Refuse (one line naming the largest that fits) a ``--batch`` of images of ``shape``
+    whose pixels and activations need more memory than is available, before any is
+    allocated: a runtime that runs out of memory crashes the process (segmentation fault)
+    instead of raising. Inference holds the batch and one more image; training (``steps``)
+    holds ``steps`` batches of data."""
+    shape = tuple(int(d) for d in shape)
+    pixels, activations = PIXEL_BYTES * math.prod(shape), ACTIVATION_BYTES * shape[0] * shape[1]
+    what = f"{'x'.join(map(str, shape))} images and activations"
+    check_memory("--batch", batch, pixels + activations, fixed=0 if steps else pixels,
+                 what=what)
+    if steps:
+        check_memory("--steps", steps, batch * pixels, fixed=batch * activations, what=what)
 
 
 def median_seconds(fn, repeats, warmup=2):
@@ -64,6 +89,7 @@ def infer(export_dir, batch=32, repeats=20, threads=None, serving=None, log=prin
     manifest = files.read_json(os.path.join(export_dir, export.MANIFEST))
     threads = threads or os.cpu_count()
     shape = tuple(manifest["input"]["shape"][1:])
+    check_batch(shape, batch)
     rng = np.random.default_rng(0)
     images = {b: rng.integers(0, 256, (b, *shape)).astype("float32") for b in (1, batch)}
     runners = [("keras predict_on_batch", None,
@@ -206,6 +232,9 @@ def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
     """Time training of ``arch`` in each of ``forms`` (``"unrolled"``, ``"scanned"``) and,
     with ``reference``, the plain-Keras reference network, each in its own process, one
     after the other on this machine; print a table with ratios to the first row."""
+    from keras_preact import registry
+
+    check_batch(registry.get_spec(arch).input_shape, batch, steps)
     import keras
 
     from keras_preact.training import has_gpu

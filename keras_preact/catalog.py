@@ -207,6 +207,10 @@ def _parse(text):
                 f"Bad shortcut option {item!r} in {text!r}; write NAME:key=value,key=value "
                 "(e.g. 'constant_scaling:scale=0.5,scale_residual=true')."
             )
+        key = key.strip()
+        if key in spec:
+            raise ValueError(f"{key!r} is given twice in {text!r}: " + (
+                "the name goes before the ':' only." if key == "name" else "give it once."))
         low = value.strip().lower()
         if low in ("true", "false"):
             parsed = low == "true"
@@ -214,9 +218,9 @@ def _parse(text):
             try:
                 parsed = float(low)
             except ValueError:
-                raise ValueError(f"Shortcut option {key.strip()!r} needs a number or "
+                raise ValueError(f"Shortcut option {key!r} needs a number or "
                                  f"true/false, got {value!r}.") from None
-        spec[key.strip()] = parsed
+        spec[key] = parsed
     return spec
 
 

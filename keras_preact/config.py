@@ -161,11 +161,26 @@ def resolve_config(config):
         if not c.warmup:
             raise ValueError("--warmup-iterations sets the length of the warm-up that "
                              "--no-warmup turns off: give one of them.")
-        total = c.iterations or (None if c.epochs or imagenet else CIFAR_ITERATIONS)
-        if total is not None and c.warmup_iterations >= total:
-            raise ValueError(f"--warmup-iterations {c.warmup_iterations} leaves none of the "
-                             f"run's {total} iterations at --lr: warm up for fewer.")
+        check_warmup(c, total_iterations(c))
     return c
+
+
+def total_iterations(config, steps_per_epoch=None):
+    """The run's iterations; ``None`` where they are a number of epochs and the steps per
+    epoch are not known yet (neither ``steps_per_epoch`` nor ``--steps-per-epoch``)."""
+    if config.dataset != "imagenet2012" and config.epochs is None:
+        return config.iterations or CIFAR_ITERATIONS
+    steps = steps_per_epoch or config.steps_per_epoch
+    return (config.epochs or IMAGENET_EPOCHS) * steps if steps else None
+
+
+def check_warmup(config, total):
+    """Refuse a set warm-up that is not shorter than the run (``total`` iterations, where
+    known): one rule for --iterations and --epochs."""
+    if config.warmup and config.warmup_iterations is not None and total is not None \
+            and config.warmup_iterations >= total:
+        raise ValueError(f"--warmup-iterations {config.warmup_iterations} leaves none of the "
+                         f"run's {_count(total, 'iteration')} at --lr: warm up for fewer.")
 
 
 def scan_choice(config, xla, recorded=None):
@@ -197,20 +212,30 @@ class Schedule:
     values: tuple  # one more than boundaries
     warmup_iterations: int
     milestones: tuple  # the drops, in iterations
+    steps_per_epoch: int = None  # of each epoch: the data set's, or all of a shorter run
+
+    def describe(self, data_steps):
+        """``390 steps per epoch, 165 epochs = 64,000 iterations`` for the data set's
+        ``data_steps``; a run shorter than an epoch says how much of one it runs."""
+        steps = f"{_count(self.steps_per_epoch, 'step')} per epoch" + (
+            f" (of {data_steps:,})" if self.steps_per_epoch < data_steps else "")
+        return (f"{steps}, {_count(self.epochs, 'epoch')} = "
+                f"{_count(self.total_iterations, 'iteration')}")
+
+
+def _count(n, noun):
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def schedule_for(config, steps_per_epoch):
-    """The :class:`Schedule` of a resolved config with ``steps_per_epoch``."""
+    """The :class:`Schedule` of a resolved config with the data set's ``steps_per_epoch``;
+    a warm-up that the now known total leaves no room after is refused (``ValueError``)."""
+    total = total_iterations(config, steps_per_epoch)
+    check_warmup(config, total)
     if config.dataset == "imagenet2012":
-        epochs = config.epochs or IMAGENET_EPOCHS
-        total = epochs * steps_per_epoch
-        scale = epochs / IMAGENET_EPOCHS
+        scale = (config.epochs or IMAGENET_EPOCHS) / IMAGENET_EPOCHS
         milestones = [round(e * scale * steps_per_epoch) for e in IMAGENET_MILESTONE_EPOCHS]
     else:
-        if config.epochs is not None:
-            total = config.epochs * steps_per_epoch
-        else:
-            total = config.iterations or CIFAR_ITERATIONS
         scale = total / CIFAR_ITERATIONS
         milestones = [round(b * scale) for b in CIFAR_MILESTONES]
     warmup = 0 if not config.warmup else config.warmup_iterations or round(
@@ -226,8 +251,9 @@ def schedule_for(config, steps_per_epoch):
             values.append(lr)
         lr *= LR_DROP
     values.append(lr)
-    epochs = -(-total // steps_per_epoch)
-    return Schedule(total, epochs, tuple(boundaries), tuple(values), warmup, tuple(milestones))
+    steps = min(steps_per_epoch, total)  # (a run shorter than an epoch is one short epoch)
+    return Schedule(total, -(-total // steps), tuple(boundaries), tuple(values), warmup,
+                    tuple(milestones), steps)
 
 
 def paper_error(config):

@@ -18,6 +18,8 @@ python archives, and scikit-learn's bundled digits.
 """
 
 import dataclasses
+import io
+import json
 import os
 import pickle
 import socket
@@ -86,38 +88,97 @@ def digits_arrays(split):
     return images[idx], digits.target[idx].astype("int64")
 
 
-# What CIFAR's python batches hold: dicts, lists, bytes, str, numbers and NumPy arrays.
-# A pickle can name any callable; these constructors are the only ones a batch needs.
+# What CIFAR's python batches hold: dicts, lists, bytes, str, numbers and NumPy arrays
+# and scalars. A pickle can name any callable; these constructors are the only ones a batch
+# needs (and _BYTES_GLOBALS, for bytes pickled by Python 3 at protocol 2 or lower).
 _CIFAR_GLOBALS = {("numpy._core.multiarray", "_reconstruct"), ("numpy._core.numeric", "_frombuffer"),
-                  ("numpy", "ndarray"), ("numpy", "dtype")}
+                  ("numpy._core.multiarray", "scalar"), ("numpy", "ndarray"), ("numpy", "dtype")}
 # The label key of each archive: CIFAR-10's batches say b"labels", CIFAR-100's b"fine_labels".
 _CIFAR_LABELS = {"cifar10": b"labels", "cifar100": b"fine_labels"}
+
+
+class _Refused(pickle.UnpicklingError):
+    """The pickle names a callable that a CIFAR batch never needs."""
+
+
+# Python 3 pickles bytes at protocols 0-2 as calls: _codecs.encode(text, "latin1"), and
+# __builtin__.bytes() when empty. _latin1_bytes makes these two calls and no other.
+_BYTES_GLOBALS = {("_codecs", "encode"), ("__builtin__", "bytes"), ("builtins", "bytes")}
+
+
+def _latin1_bytes(text="", encoding="latin1"):
+    if not isinstance(text, str) or encoding != "latin1":
+        raise _Refused(f"it makes bytes of {text!r:.20} in {encoding!r}, which no pickled bytes "
+                       "do (a crafted file could run code)")
+    return text.encode("latin1")
 
 
 class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if module.startswith("numpy.core"):  # pickled by NumPy 1 (the official archives)
             module = "numpy._core" + module[len("numpy.core"):]
+        if (module, name) in _BYTES_GLOBALS:
+            return _latin1_bytes
         if (module, name) not in _CIFAR_GLOBALS:
-            raise pickle.UnpicklingError(
-                f"it references {module}.{name}, which a CIFAR batch never holds (a crafted "
-                "file could run code)")
+            raise _Refused(f"it references {module}.{name}, which a CIFAR batch never holds (a "
+                           "crafted file could run code)")
         return super().find_class(module, name)
 
 
-def _read_batch(tar, member, path):
+def _check_integers(bad, what, values, high):
+    """Raise ``bad(...)`` at the first entry of the array ``values`` not an integer in [0, high)."""
+    if values.dtype.kind in "iu":
+        values = values[(values < 0) | (values >= high)]
+    for v in values.flat:
+        v = v.item() if isinstance(v, np.generic) else v
+        if not isinstance(v, int) or not 0 <= v < high:
+            raise bad(f"{what} must be integers in [0, {high}), found {v!r:.40}")
+
+
+def _array(value):
+    """``value`` as an array if it is one or a list (of objects: ``[1, "a"]`` stays mixed),
+    else None; and how a message names what it is."""
     try:
-        batch = _CifarUnpickler(tar.extractfile(member), encoding="bytes").load()
-    except pickle.UnpicklingError as e:
-        raise DataUnavailableError(f"Refusing {member.name} in {path!r}: {e}.") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
-        raise DataUnavailableError(
-            f"{member.name} in {path!r} is not a CIFAR batch ({type(e).__name__}).") from None
-    data = batch.get(b"data") if isinstance(batch, dict) else None
-    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
-        raise DataUnavailableError(
-            f"{member.name} in {path!r} is not a CIFAR batch (no 3072-byte image rows).")
-    return batch
+        array = (value if isinstance(value, np.ndarray) else
+                 np.array(value, dtype=object) if isinstance(value, list) else None)
+    except ValueError:  # a list NumPy cannot hold
+        array = None
+    return array, (f"{value!r:.40}" if array is None else f"shape {array.shape}")
+
+
+def _read_batch(raw, member, path, name):
+    """(images NHWC uint8, labels int64) of the pickled batch ``raw``, the archive member
+    ``member`` of ``path``, checked to be a whole CIFAR batch of data set ``name`` (any, if
+    None); anything else raises one line that names the member and what is wrong."""
+    def bad(problem):
+        return DataUnavailableError(f"{path}: member {member}: {problem}; the archive is damaged "
+                                    "or not CIFAR's python archive: download it again.")
+
+    try:
+        batch = _CifarUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _Refused as e:
+        raise bad(f"refused: {e}") from None
+    except Exception as e:  # unpickling arbitrary bytes can fail in almost any way
+        raise bad(f"not a pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(batch, dict):
+        raise bad(f"a pickle of a {type(batch).__name__}, not of a dict")
+    kind = next((n for n, key in _CIFAR_LABELS.items() if key in batch), None)
+    if kind is None:
+        raise bad("no labels: a CIFAR-10 batch has the key 'labels', a CIFAR-100 batch "
+                  "'fine_labels'")
+    if name is not None and kind != name:
+        raise DataUnavailableError(f"{path!r} is a {kind} archive, not {name}: pass --dataset "
+                                   f"{kind}, or the {name} archive.")
+    labels = _CIFAR_LABELS[kind].decode()
+    (x, x_found), (y, y_found) = _array(batch.get(b"data")), _array(batch[_CIFAR_LABELS[kind]])
+    if x is None or x.ndim != 2 or x.shape[1] != 3072 or not len(x):
+        raise bad("data must be an array of n > 0 images of 3072 bytes, shape (n, 3072), "
+                  f"found {x_found}")
+    if y is None or y.shape != (len(x),):
+        raise bad(f"{labels} must be a list of {len(x)} integers, one per image, found {y_found}")
+    _check_integers(bad, "data", x, 256)
+    _check_integers(bad, labels, y, DATASETS[kind].classes)
+    return x.astype("uint8").reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y.astype("int64")
 
 
 def cifar_archive_arrays(path, split, name=None):
@@ -143,22 +204,8 @@ def cifar_archive_arrays(path, split, name=None):
                     "expected cifar-10-python.tar.gz or cifar-100-python.tar.gz."
                 )
             for member in members:
-                batch = _read_batch(tar, member, path)
-                kind = next((n for n, key in _CIFAR_LABELS.items() if key in batch), None)
-                if kind is None:
-                    raise DataUnavailableError(f"{member.name} in {path!r} has no labels.")
-                if name is not None and kind != name:
-                    raise DataUnavailableError(
-                        f"{path!r} is a {kind} archive, not {name}: pass --dataset {kind}, "
-                        f"or the {name} archive.")
-                y = np.asarray(batch[_CIFAR_LABELS[kind]], dtype="int64")
-                classes = DATASETS[kind].classes
-                if y.shape != (len(batch[b"data"]),) or y.min() < 0 or y.max() >= classes:
-                    raise DataUnavailableError(
-                        f"{member.name} in {path!r} has labels outside [0, {classes}) or not "
-                        "one per image: the archive is damaged.")
-                images.append(np.asarray(batch[b"data"], dtype="uint8")
-                              .reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+                x, y = _read_batch(tar.extractfile(member).read(), member.name, path, name)
+                images.append(x)
                 labels.append(y)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise DataUnavailableError(
@@ -193,11 +240,59 @@ def _unavailable_message(info, data_dir):
     )
 
 
+def _tfds_folder(name, data_dir):
+    """The folder tensorflow-datasets reads ``name`` from, whether it is there or not."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.utils import file_utils
+
+    version = tfds.builder_cls(name).VERSION
+    return os.fspath(file_utils.get_data_dir_and_dataset_dir(data_dir, name, None, version)[1])
+
+
+def _damaged_tfds(folder, name, problem):
+    return DataUnavailableError(
+        f"{folder}: {problem}: this tensorflow-datasets copy of {name} is incomplete or damaged. "
+        f"Delete the folder and prepare {name} again (`tfds build {name}` where it can be "
+        "downloaded, then copy the folder here).")
+
+
+def _check_tfds_copy(tfds, name, split, data_dir):
+    """Refuse, naming its folder, a copy of ``name`` that tensorflow-datasets would find but
+    fail to read (with a ParseError, a KeyError, a missing file deep inside ``tf.data``):
+    its dataset_info.json must describe ``name`` and the files of ``split`` must be there.
+    No folder is no copy: ``tfds.load`` then says that ``name`` is not prepared."""
+    from google.protobuf import json_format
+
+    folder = _tfds_folder(name, data_dir)
+    if not os.path.isdir(folder):
+        return
+    try:
+        with open(os.path.join(folder, "dataset_info.json"), "rb") as f:
+            json.load(f)
+    except FileNotFoundError:
+        raise _damaged_tfds(folder, name, "it has no dataset_info.json") from None
+    except ValueError as e:
+        raise _damaged_tfds(folder, name, f"its dataset_info.json is not JSON ({e})") from None
+    try:
+        splits = tfds.builder(name, data_dir=data_dir).info.splits
+    except (AssertionError, json_format.Error):  # what tfds raises for a wrong dataset info
+        raise _damaged_tfds(folder, name, "its dataset_info.json is not tensorflow-datasets' "
+                                          f"description of {name}") from None
+    if split not in splits:
+        raise _damaged_tfds(folder, name, f"its dataset_info.json lists no {split!r} split")
+    missing = [p.name for p in splits[split].filepaths if not p.exists()]
+    if missing:
+        raise _damaged_tfds(folder, name, f"{missing[0]}, a file of the {split!r} split, is "
+                                          "missing")
+
+
 def load_tfds(name, split, data_dir=None, **kwargs):
-    """``tfds.load`` that fails fast and clearly when the data cannot be had offline."""
+    """``tfds.load`` that fails fast and clearly when the data cannot be had offline, or
+    what is there is damaged. ``split``: a split's name."""
     _tf()
     import tensorflow_datasets as tfds
 
+    _check_tfds_copy(tfds, name, split, data_dir)
     info = DATASETS[name]
     common = dict(split=split, data_dir=data_dir, as_supervised=True, **kwargs)
     try:
@@ -215,9 +310,13 @@ def load_tfds(name, split, data_dir=None, **kwargs):
 def tfds_arrays(name, split, data_dir=None):
     ds = load_tfds(name, split, data_dir)
     images, labels = [], []
-    for x, y in ds.batch(4096).as_numpy_iterator():
-        images.append(x)
-        labels.append(y)
+    try:
+        for x, y in ds.batch(4096).as_numpy_iterator():
+            images.append(x)
+            labels.append(y)
+    except _tf().errors.DataLossError:
+        raise _damaged_tfds(_tfds_folder(name, data_dir), name,
+                            f"a file of the {split!r} split is truncated or corrupt") from None
     return np.concatenate(images).astype("uint8"), np.concatenate(labels).astype("int64")
 
 

@@ -10,6 +10,7 @@ and ``curves.png`` (the paper's Fig. 1 / Fig. 6 style, one colour per variant).
 
 import dataclasses
 import os
+import shlex
 import statistics
 
 from keras_preact import files, registry
@@ -156,7 +157,7 @@ def train_command(config):
         else:
             shown = format_shortcut(value) if field.name == "shortcut" else value
             args += [flag, str(shown)]
-    return "python scripts/train.py " + " ".join(args)
+    return shlex.join(["python", "scripts/train.py", *args])
 
 
 GRID_RECORD = "grid.json"

@@ -491,7 +491,7 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
     backup = Backup(_backup_store(config, owned), config.identity(), seconds)
     callbacks = [
         StopOnNaN(),
-        StopAtIteration(schedule.total_iterations, data.steps_per_epoch),
+        StopAtIteration(schedule.total_iterations, schedule.steps_per_epoch),
         backup,
         EpochLog(_worker_path(config.model_dir, chief, rundir.LOG), rows, owned),
         Checkpoints(config.model_dir, chief=chief, record=checkpoints, owned=owned),
@@ -512,7 +512,7 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
                 stream = tf_train_stream(data, schedule.epochs, start_epoch, config.batch_size)
             model.fit(
                 stream, epochs=schedule.epochs,
-                initial_epoch=start_epoch, steps_per_epoch=data.steps_per_epoch,
+                initial_epoch=start_epoch, steps_per_epoch=schedule.steps_per_epoch,
                 validation_data=data.test, callbacks=callbacks, shuffle=False,
                 verbose=verbosity(config, sys.stdout.isatty()),
             )
@@ -598,9 +598,8 @@ def _report_start(config, model, data, schedule, strategy, n_replicas, start_epo
         f"{'x'.join(map(str, data.input_shape))}"
         + (f", evaluated at {config.eval_size}x{config.eval_size}"
            if config.eval_size not in (None, data.input_shape[0]) else ""))
-    log(f"schedule   batch {config.batch_size}, {data.steps_per_epoch:,} steps per epoch, "
-        f"{schedule.epochs} epochs = {schedule.total_iterations:,} iterations; learning rate "
-        f"{', '.join(rates)}; momentum {config.momentum:g}, weight decay {config.weight_decay:g}")
+    log(f"schedule   batch {config.batch_size}, {schedule.describe(data.steps_per_epoch)}; "
+        f"learning rate {', '.join(rates)}; momentum {config.momentum:g}, weight decay {config.weight_decay:g}")
     log(f"devices    strategy {kind} ({n_replicas} replica{'s' if n_replicas > 1 else ''}), "
         f"precision {'float32' if config.mixed_precision == 'off' else 'mixed_' + config.mixed_precision}, "
         f"backend {keras.backend.backend()}, "

@@ -6,6 +6,7 @@ Importing this module imports nothing heavy: ``--help`` never loads a backend.
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 
@@ -65,6 +66,24 @@ def _int_at_least(text, minimum):
     return value
 
 
+def check_outputs(paths, overwrite):
+    """Refuse, before any work, to write ``paths`` (the files of ``--out``) where a file
+    exists (unless ``overwrite``), a folder stands, or no folder can be written."""
+    from keras_preact import files
+
+    for path in paths:
+        files.ensure_directory_possible(os.path.dirname(os.path.abspath(path)),
+                                        "the folder of --out")
+        if os.path.isdir(path):
+            raise UserError(f"{path!r} is a folder: choose another --out.")
+    existing = [p for p in paths if os.path.lexists(p)]
+    if existing and not overwrite:
+        one = len(existing) == 1
+        raise UserError(f"{' and '.join(map(repr, existing))} already exist{'s' if one else ''}: "
+                        f"pass --overwrite to replace {'it' if one else 'them'}, or choose "
+                        "another --out.")
+
+
 def import_tensorflow():
     """Import TensorFlow (when installed) with its C++ start-up lines out of the way,
     unless the user set ``TF_CPP_MIN_LOG_LEVEL``; what an import that fails printed
@@ -96,14 +115,27 @@ def one_line(error):
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def run(main, *args):
-    """Call ``main(*args)``; a failure the user can fix is one line on stderr, exit 2."""
+class Terminated(BaseException):
+    """SIGTERM, raised like ``KeyboardInterrupt`` for SIGINT, so that the script ends
+    through the same path (its locks released, one line said)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+def run(main, *args, resume=None):
+    """Call ``main(*args)``; a failure the user can fix is one line on stderr, exit 2.
+    SIGINT and SIGTERM end it with one line too (exit 130 and 143), adding ``resume``:
+    what running the command again does."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main(*args)
     except (UserError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        said, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        print(said + (f": {resume}" if resume else ""), file=sys.stderr)
+        return code
     return 0

@@ -11,7 +11,8 @@ Each MODEL is an arch name, optionally with +placement=, +shortcut= (as train.py
 (its last.keras, fed with the run's normalisation) or a .keras file. For each residual
 unit it records ||x_l||, ||F(x_l)||, ||dE/dx_l||, the share of the after-addition ReLU's
 input that is negative, and the share of dead ReLU channels, on one batch of test images;
-it writes OUT.csv and OUT.png (one line per model) and prints a line per model.
+it writes OUT.csv and OUT.png (one line per model; existing ones only with --overwrite)
+and prints a line per model.
 """
 
 import sys
@@ -39,10 +40,13 @@ def parser():
                    "estimated), the moving ones for trained checkpoints")
     p.add_argument("--out", default="propagation", metavar="PREFIX",
                    help="writes PREFIX.csv and PREFIX.png")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace PREFIX.csv and PREFIX.png where they exist")
     return p
 
 
 def analyze(args):
+    _cli.check_outputs([f"{args.out}.csv", f"{args.out}.png"], args.overwrite)
     _cli.import_tensorflow()
     from keras_preact import analysis
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 import _cli
-from keras_preact import export, registry
+from keras_preact import export, files, registry
 from keras_preact.data import DATASETS
 
 
@@ -104,9 +104,16 @@ def infer(args):
     from keras_preact import benchmark
 
     if args.export_dir:
-        if not os.path.isfile(os.path.join(args.export_dir, export.MANIFEST)):
+        manifest = os.path.join(args.export_dir, export.MANIFEST)
+        if not os.path.isfile(manifest):
             raise ValueError(f"{args.export_dir!r} holds no {export.MANIFEST}: give a folder "
                              "written by scripts/export.py.")
+        try:
+            shape = files.read_json(manifest)["input"]["shape"][1:]
+        except (KeyError, TypeError):
+            raise ValueError(f"{manifest} names no input shape: export again with "
+                             "scripts/export.py.") from None
+        benchmark.check_batch(shape, args.batch)
         _cli.import_tensorflow()
         benchmark.infer(args.export_dir, batch=args.batch, repeats=args.repeats,
                         threads=args.threads)
@@ -114,6 +121,7 @@ def infer(args):
     export.check_formats(args.formats, args.quantize)
     _cli.import_tensorflow()
     source = export.load_source(model=args.model, arch=args.arch, dataset=args.dataset)
+    benchmark.check_batch(source.input_shape, args.batch)  # before the export
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "export")
         print(f"exporting {source.origin} (not verified: timing only)")

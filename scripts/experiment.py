@@ -73,7 +73,9 @@ def experiment(args):
 
 
 def main(argv=None):
-    return _cli.run(experiment, parser().parse_args(argv))
+    return _cli.run(experiment, parser().parse_args(argv), resume=(
+        "run the same command again: finished runs are skipped, the interrupted one resumes "
+        "from its last finished epoch"))
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ def parser():
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="run directories written by scripts/train.py")
     p.add_argument("--out", default="curves.png", help="the PNG to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out where it exists")
     return p
 
 
 def plot(args):
     from keras_preact.plotting import plot_runs
 
+    _cli.check_outputs([args.out], args.overwrite)
     missing = [d for d in args.run_dirs if not os.path.exists(os.path.join(d, "log.csv"))]
     if missing:
         raise ValueError(f"not a run directory (no log.csv yet): {', '.join(missing)}")

@@ -181,3 +181,52 @@ def test_sources_with_the_same_name_keep_their_own_labels(tmp_path):
     assert analysis._unique_labels(parsed[:3]) == [
         "a/resnet20-original-digits/seed0", "b/resnet20-original-digits/seed0", "resnet20"]
     assert analysis._unique_labels(parsed[2:3]) == ["resnet20"]
+
+
+def test_a_model_option_given_twice_is_refused():
+    with pytest.raises(ValueError, match=r"^'resnet20\+placement=original\+placement=full_preact' "
+                       r"gives \+placement= twice: give each option once\.$"):
+        analysis.parse_source("resnet20+placement=original+placement=full_preact")
+
+
+@pytest.mark.tf_only
+def test_analyze_script_replaces_existing_files_only_with_overwrite(tmp_path, capsys):
+    out, csv, png = str(tmp_path / "report"), tmp_path / "report.csv", tmp_path / "report.png"
+    csv.write_text("the user's")
+    png.write_text("the user's")
+    code, stdout, err = call_script("analyze", ["resnet20", "--out", out], capsys)
+    assert code == 2 and not stdout
+    assert err == (f"error: '{csv}' and '{png}' already exist: pass --overwrite to replace "
+                   "them, or choose another --out.\n")
+    assert csv.read_text() == png.read_text() == "the user's"
+    code, _, err = call_script("analyze", ["resnet20", "--data", "noise", "--batch", "2",
+                                           "--out", out, "--overwrite"], capsys)
+    assert code == 0, err
+    assert list(analysis.read_csv(str(csv))) == ["resnet20"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_batch_beyond_the_test_set_or_the_memory_is_refused_before_measuring(
+        tmp_path, capsys, monkeypatch):
+    import re
+
+    from keras_preact import _validation, data
+
+    out = str(tmp_path / "prop")
+    test_images = len(data.load_arrays("digits", "test")[0])
+    code, _, err = call_script("analyze", ["resnet20", "--batch", "1000", "--out", out], capsys)
+    assert code == 2 and err == (f"error: --batch 1000 exceeds the {test_images} test images of "
+                                 f"digits: use --batch {test_images} or less, or --data noise.\n")
+    monkeypatch.setattr(_validation, "available_memory", lambda: 2**30)
+    code, _, err = call_script("analyze", ["resnet20", "--data", "noise", "--batch", "100000",
+                                           "--out", out], capsys)
+    refused = re.fullmatch(r"error: --batch 100000 needs about [\d.]+ GiB of memory \(the "
+                           r"activations and gradients of preact_resnet20\), more than the 1\.0 "
+                           r"GiB available: use --batch (\d+) or less\.\n", err)
+    assert code == 2 and refused, err
+    model = keras_preact.get_model("resnet20")
+    largest = int(refused[1])
+    analysis.check_batch(model, largest)
+    with pytest.raises(ValueError, match=f"use --batch {largest} or less"):
+        analysis.check_batch(model, largest + 1)
+    assert not os.path.exists(out + ".csv")

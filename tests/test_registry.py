@@ -124,3 +124,29 @@ def test_import_is_light_and_saved_models_still_load(tmp_path):
                    "keras.saving.load_model(sys.argv[1], safe_mode=True); print('ok')", path,
                    cwd=ROOT)
     assert fresh.stdout.strip() == "ok", fresh.stderr[-2000:]
+
+
+def test_a_shortcut_option_given_twice_is_refused(capsys):
+    with pytest.raises(ValueError, match=r"^'scale' is given twice in "
+                       r"'constant_scaling:scale=0.5,scale=0.7': give it once\.$"):
+        parse_shortcut("constant_scaling:scale=0.5,scale=0.7")
+    with pytest.raises(ValueError, match="the name goes before the ':' only"):
+        parse_shortcut("constant_scaling:name=dropout")
+    code, _, err = call_script("train", ["--model-dir", "x", "--shortcut",
+                                         "exclusive_gating:gate_bias=-6, gate_bias =0"], capsys)
+    assert code == 2 and err == ("error: 'gate_bias' is given twice in "
+                                 "'exclusive_gating:gate_bias=-6, gate_bias =0': give it once.\n")
+
+
+def test_a_run_shorter_than_an_epoch_is_one_short_epoch():
+    from keras_preact import config as cfg
+
+    def schedule(**kwargs):
+        return cfg.schedule_for(cfg.resolve_config(cfg.TrainConfig(
+            model_dir="x", arch="resnet20", dataset="digits", **kwargs)), 22)
+
+    short = schedule(iterations=2)
+    assert (short.steps_per_epoch, short.epochs, short.total_iterations) == (2, 1, 2)
+    assert short.describe(22) == "2 steps per epoch (of 22), 1 epoch = 2 iterations"
+    assert schedule(iterations=300).describe(22) == "22 steps per epoch, 14 epochs = 300 iterations"
+    assert schedule(epochs=1).describe(22) == "22 steps per epoch, 1 epoch = 22 iterations"

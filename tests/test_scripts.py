@@ -109,3 +109,67 @@ def test_curves_read_at_one_percent_and_runs_are_told_apart(tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_a_warm_up_as_long_as_the_run_is_refused_in_iterations_and_in_epochs(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    digits = ["--arch", "resnet20", "--dataset", "digits", "--batch-size", "64",
+              "--warmup-iterations", "1000", "--model-dir", run]
+    # (digits: 1,438 training images, 22 steps of 64; with --epochs known once it is loaded)
+    for budget, total in ((["--iterations", "22"], 22), (["--epochs", "1"], 22),
+                          (["--epochs", "2", "--steps-per-epoch", "3"], 6)):
+        code, out, err = call_script("train", [*digits, *budget], capsys)
+        assert code == 2 and err == (f"error: --warmup-iterations 1000 leaves none of the run's "
+                                     f"{total} iterations at --lr: warm up for fewer.\n"), err
+    assert not os.path.exists(run)
+
+
+def test_a_batch_that_does_not_fit_in_memory_is_refused_before_any_work(tmp_path, capsys,
+                                                                         monkeypatch):
+    import json
+
+    from keras_preact import _validation, benchmark
+
+    assert 0 < _validation.available_memory() <= os.sysconf("SC_PHYS_PAGES") * os.sysconf(
+        "SC_PAGE_SIZE")
+    monkeypatch.setattr(_validation, "available_memory", lambda: 2**30)
+    image = 12 * 32 * 32 * 3  # (an int64 draw and its float32 copy)
+    largest = (2**30 - image) // (image + 6 * 64 * 4 * 32 * 32)
+    benchmark.check_batch((32, 32, 3), largest)
+    with pytest.raises(ValueError, match=f"use --batch {largest} or less"):
+        benchmark.check_batch((32, 32, 3), largest + 1)
+    with open(tmp_path / "manifest.json", "w") as f:
+        json.dump({"arch": "resnet20"}, f)
+    code, _, err = call_script("benchmark", ["infer", "--export-dir", str(tmp_path)], capsys)
+    assert code == 2 and err == (f"error: {tmp_path / 'manifest.json'} names no input shape: "
+                                 "export again with scripts/export.py.\n")
+    with open(tmp_path / "manifest.json", "w") as f:  # read for the input shape only
+        json.dump({"input": {"shape": [None, 32, 32, 3]}}, f)
+    code, out, err = call_script("benchmark", ["infer", "--export-dir", str(tmp_path),
+                                               "--batch", "100000"], capsys)
+    assert code == 2 and not out
+    assert err == ("error: --batch 100000 needs about 149.9 GiB of memory (32x32x3 images and "
+                   f"activations), more than the 1.0 GiB available: use --batch {largest} or "
+                   "less.\n")
+    code, out, err = call_script("benchmark", ["train", "--arch", "resnet20",
+                                               "--steps", "10000000"], capsys)
+    steps = (2**30 - 8 * 6 * 64 * 4 * 32 * 32) // (8 * image)
+    assert code == 2 and not out and err.startswith("error: --steps 10000000 needs about ")
+    assert err.endswith(f"use --steps {steps} or less.\n") and len(err.splitlines()) == 1
+
+
+def test_plot_replaces_an_existing_file_only_with_overwrite(tmp_path, capsys):
+    _fake_run(str(tmp_path / "a"), "resnet20", [90.0, 20.0, 5.0])
+    out = tmp_path / "curves.png"
+    out.write_text("the user's")
+    code, _, err = call_script("plot", [str(tmp_path / "a"), "--out", str(out)], capsys)
+    assert code == 2 and err == (f"error: '{out}' already exists: pass --overwrite to replace "
+                                 "it, or choose another --out.\n")
+    assert out.read_text() == "the user's"
+    code, _, err = call_script("plot", [str(tmp_path / "a"), "--out", str(out), "--overwrite"],
+                               capsys)
+    assert code == 0, err
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    code, _, err = call_script("plot", [str(tmp_path / "a"), "--out", str(tmp_path / "a")],
+                               capsys)
+    assert code == 2 and err == f"error: '{tmp_path / 'a'}' is a folder: choose another --out.\n"
