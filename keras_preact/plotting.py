@@ -22,7 +22,7 @@ def read_run(run_dir):
                          "the other runs.")
     for row in rows:
         its.append(min((row["epoch"] + 1) * steps, config.get("total_iterations", float("inf"))))
-        loss.append(row["loss"])
+        loss.append(row.get("loss", float("nan")))
         err.append(100.0 * (1.0 - row["val_accuracy"]) if "val_accuracy" in row else float("nan"))
     return config, its, loss, err
 

@@ -421,9 +421,10 @@ def _parse_log(lines, problem):
         return [], "its header is not an epoch log's"
     rows = []
     for number, values in enumerate(csv.reader(lines[1:]), start=2):
-        try:
-            row = dict(zip(header, map(float, values), strict=True))
-        except ValueError:
+        try:  # (an empty value: a metric that epoch did not log)
+            row = {k: float(v) for k, v in zip(header, values, strict=True) if v != ""}
+            float(row["epoch"])
+        except (ValueError, KeyError):
             return rows, f"line {number} is not {len(header)} numbers"
         previous = rows[-1]["epoch"] if rows else -1
         if row["epoch"] != int(row["epoch"]) or row["epoch"] <= previous:

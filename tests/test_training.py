@@ -385,46 +385,70 @@ def test_overwrite_through_the_script_keeps_the_users_files_at_every_level(digit
     assert rundir.read_records(run_dir)[1] is None  # the record is complete
 
 
-@pytest.mark.parametrize("damage, problem, intact", [
-    (lambda text: bytes(range(128, 248)), "it is not text", 0),
-    (lambda text: text[:text.index(b"\n3,") + 9], "its last line is cut off", 3),
-])
-def test_a_damaged_log_is_set_aside_and_the_run_goes_on(digits_run, tmp_path, damage, problem,
-                                                        intact):
-    """The run resumes from epoch 5 (its epoch-6 state and results removed); the damaged
-    log.csv is set aside, saying so, and the log goes on from its intact rows, nothing glued."""
+def test_a_damaged_log_is_set_aside_and_sigterm_says_rerunning_resumes(digits_run, tmp_path):
+    """The run resumes from epoch 5 (its epoch-6 state and results removed) with a log.csv
+    that is not text: it is set aside, saying so, and the log goes on. SIGTERM after epoch
+    6's backup ends the run in one line saying that the same command resumes it; it does."""
     run_dir = _copy_run(digits_run[0], tmp_path)
     for name in ("results.json", "backup/chief0/epoch-00006.json"):
         os.remove(os.path.join(run_dir, name))
     log_path = pathlib.Path(run_dir, "log.csv")
-    original = log_path.read_bytes()
-    log_path.write_bytes(damage(original))
-    result = run_script("train.py", *DIGITS, "--model-dir", run_dir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming from epoch 5 of 6" in result.stdout
-    (warning,) = [line for line in result.stdout.splitlines() if "log.csv is damaged" in line]
-    assert f"({problem}); set aside as log.damaged-" in warning
-    assert f"goes on from its {intact} intact row" in warning
-    (aside,) = [n for n in os.listdir(run_dir) if n.startswith("log.damaged-")]
-    assert pathlib.Path(run_dir, aside).read_bytes() == damage(original)
-    rows, trouble = rundir.read_log(str(log_path))
-    assert trouble is None and [r["epoch"] for r in rows] == list(range(intact)) + [5]
-    assert original.decode().splitlines()[1:intact + 1] == log_path.read_text().splitlines()[1:intact + 1]
-
-
-@pytest.mark.parametrize("sent, code, said", [("TERM", 143, "terminated"), ("INT", 130, "interrupted")])
-def test_sigterm_and_sigint_say_that_rerunning_resumes(digits_run, tmp_path, sent, code, said):
-    run_dir = _copy_run(digits_run[0], tmp_path)
-    for name in ("results.json", "backup/chief0/epoch-00006.json"):
-        os.remove(os.path.join(run_dir, name))
+    log_path.write_bytes(bytes(range(128, 248)))
     stopped = run_script("train.py", *DIGITS, "--model-dir", run_dir,
-                         env={"KERAS_PREACT_FAULT": f"epoch.end@1:{sent}"})  # after epoch 6's backup
-    assert stopped.returncode == code, stopped.stderr[-2000:]
+                         env={"KERAS_PREACT_FAULT": "epoch.end@1:TERM"})
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
     assert stopped.stderr.splitlines()[-1] == (
-        f"{said}: run the same command again to resume from the last finished epoch")
-    assert "Traceback" not in stopped.stderr and not os.path.exists(os.path.join(run_dir, "results.json"))
+        "terminated: run the same command again to resume from the last finished epoch")
+    assert "Traceback" not in stopped.stderr
+    assert "resuming from epoch 5 of 6" in stopped.stdout
+    (warning,) = [line for line in stopped.stdout.splitlines() if "log.csv is damaged" in line]
+    assert "(it is not text); set aside as log.damaged-" in warning
+    assert "goes on from its 0 intact rows" in warning
+    (aside,) = [n for n in os.listdir(run_dir) if n.startswith("log.damaged-")]
+    assert pathlib.Path(run_dir, aside).read_bytes() == bytes(range(128, 248))
     again = run_script("train.py", *DIGITS, "--model-dir", run_dir)
     assert again.returncode == 0 and "resuming from epoch 6 of 6" in again.stdout
+    rows, trouble = rundir.read_log(str(log_path))
+    assert trouble is None and [r["epoch"] for r in rows] == [5]
+
+
+def test_a_torn_log_is_trimmed_never_glued(tmp_path):
+    path = str(tmp_path / "log.csv")
+    rundir.write_log(path, [{"epoch": e, "loss": 2.0 - e / 10, "val_accuracy": e / 10}
+                            for e in range(5)])
+    whole = pathlib.Path(path).read_text()
+    pathlib.Path(path).write_text(whole[:whole.index("\n3,") + 6])  # epoch 3's row cut
+    said = []
+    rows = rundir.resume_log(path, 4, said.append)  # resumed at the end of epoch 4
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert "(its last line is cut off); set aside as log.damaged-" in said[0]
+    log = training.EpochLog(path, rows)
+    log.on_epoch_end(4, {"loss": 1.5, "val_accuracy": 0.75})
+    assert pathlib.Path(path).read_text() == "".join(whole.splitlines(True)[:4]) + \
+        "4,1.5,0.75\n"
+    assert rundir.read_log(path) == ([*rows, {"epoch": 4, "loss": 1.5, "val_accuracy": 0.75}],
+                                     None)
+    for damaged, problem in (("epoch,loss\n0,1\n0,2\n", "line 3 holds epoch 0, after epoch 0"),
+                             ("epoch,loss\n0,1,2\n", "line 2 is not 2 numbers"),
+                             ("loss\n1\n", "its header is not an epoch log's")):
+        pathlib.Path(path).write_text(damaged)
+        assert rundir.read_log(path)[1] == problem
+    # A metric some epochs did not log is left empty, and read back as absent.
+    rundir.write_log(path, [{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.5, "lr": 0.1}])
+    assert rundir.read_log(path) == ([{"epoch": 0, "loss": 1.0},
+                                      {"epoch": 1, "loss": 0.5, "lr": 0.1}], None)
+
+
+def test_sigint_says_rerunning_resumes_too(capsys):
+    from conftest import script_module
+
+    cli = script_module("_cli")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert cli.run(interrupted, resume="run it again") == 130
+    assert capsys.readouterr().err == "interrupted: run it again\n"
 
 
 def test_the_next_commands_can_be_pasted(tmp_path):
