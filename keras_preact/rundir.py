@@ -173,7 +173,7 @@ class Found:
 
     @property
     def ours(self):
-        return self.config is not None or self.backup_identity is not None or bool(self.records)
+        return self.config is not None or self.backup_identity is not None
 
     def recorded(self):
         return set().union(*(r.entries for r in self.records))
@@ -232,12 +232,14 @@ def check(config, probe_lock=True):
             f"{found.path!r} holds a run of an older keras_preact, which this version cannot "
             "resume: move it away or delete it, or choose another --model-dir.")
     if not found.ours:
-        # (Locks and the temporaries of a writer, and the folders of a cluster's other
+        # (Locks, records and the temporaries of a writer, and the folders of a cluster's other
         # workers, which may start before the chief writes config.json, are not content.)
         entries = files.foreign_entries(
-            found.path, lambda n: n.startswith(".lock-") or _workers_folder(found.path, n))
+            found.path, lambda n: _transient(n) or _workers_folder(found.path, n))
         if not entries:
             return "new", found
+        if config.overwrite and found.records and found.record_problem is None:
+            return _overwrite(found)  # (a removal cut short: the records outlive the marker)
         if found.config_error and not found.foreign:
             raise files.RefusedError(
                 f"{found.config_error}, and no backup confirms which run this is. If it is "

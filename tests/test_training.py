@@ -333,6 +333,12 @@ def test_overwrite_removes_only_what_keras_preact_wrote(tmp_path):
         mine)
     for name in mine:
         assert (run_dir / name).read_text() == "the user's"
+    # Killed after the marker went but before the record: --overwrite finishes the job.
+    record.save()
+    assert rundir.check(config)[0] == "overwrite"
+    with pytest.raises(files.RefusedError, match="holds no keras_preact run"):
+        rundir.check(dataclasses.replace(config, overwrite=False))
+    assert rundir.remove_run(str(run_dir)) == kept and not (run_dir / ".owned-chief0.json").exists()
 
     # A run without a record: --overwrite cannot tell its files from the user's.
     (run_dir / "config.json").write_text(json.dumps({"format": rundir.RUN_FORMAT,
@@ -483,6 +489,8 @@ def test_another_workers_lock_and_temporaries_are_not_content(tmp_path):
     for folder in ("backup", "tensorboard", "workers"):
         (run_dir / folder / "worker1").mkdir(parents=True)
     (run_dir / "workers" / "worker1" / "log.csv").write_text("epoch,loss\n")
+    files.Record(str(run_dir), rundir.record_name("worker1")).add(
+        str(run_dir / "workers" / "worker1" / "log.csv"))
     assert rundir.check(config)[0] == "new"
     # ... but this worker's own leftovers, or anything else in them, do.
     (run_dir / "backup" / "chief0").mkdir()
