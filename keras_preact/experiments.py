@@ -175,6 +175,8 @@ def run_grid(name, out, log=print, **kwargs):
     files.ensure_directory(out, "--out")
     record_path = os.path.join(out, GRID_RECORD)
     owned = files.Record.read(out, GRID_OWNED) or files.Record(out, GRID_OWNED)
+    if not owned.entries and os.path.exists(record_path):  # a grid of an older keras_preact
+        owned.add(record_path, *(os.path.join(out, n) for n in ("results.md", "curves.png")))
     owned.claim(record_path, *(os.path.join(out, n) for n in ("results.md", "curves.png")),
                 what="--out")
     record = files.read_json(record_path) if os.path.exists(record_path) else {}
@@ -227,16 +229,17 @@ def _check_folder(run):
         return rundir.check(config)
     except files.Busy:
         raise
-    except files.RefusedError:
-        found = rundir.inspect(config.model_dir)
-    theirs, ours = found.identity or {}, config.identity()
-    changed = sorted(k for k in {**theirs, **ours} if theirs.get(k) != ours.get(k))
+    except files.RefusedError as e:
+        refused, found = e, rundir.inspect(config.model_dir)
+    changed = rundir.differences(found.identity or {}, config.identity())
+    entries = [n for n in sorted(os.listdir(found.path)) if not n.startswith(".")]
     if found.ours and changed:
         why = f"holds a run with other settings (differs in: {', '.join(changed)})"
-    else:
-        entries = [n for n in sorted(os.listdir(found.path)) if not n.startswith(".")]
+    elif not found.ours and entries:
         why = (f"holds {files.describe_entries(found.path, entries)}, which keras_preact "
                "cannot resume as this run")
+    else:  # (a damaged run: its own advice)
+        raise refused
     raise files.RefusedError(
         f"{found.path!r}, the folder of {run.label} seed {run.seed}, {why}: run the grid "
         "with another --out, or move that folder away to train the run again.") from None

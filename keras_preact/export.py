@@ -231,10 +231,11 @@ def _saved_model_path(path, checkpoint):
 def _add_notes(source):
     state = source.checkpoint
     if state and state["run"] != "finished":
+        held = (f"epoch {state['epoch']} of {state['epochs']}" if state["epoch"]
+                else "an epoch it does not record")
         source.notes.append(
             f"the run is {'still training' if state['run'] == 'training' else 'unfinished'}: "
-            f"{state['file']} holds epoch {state['epoch']} of {state['epochs']}, not the final "
-            "weights (recorded in the manifest)")
+            f"{state['file']} holds {held}, not the final weights (recorded in the manifest)")
     described = describe(source.model)
     if not described["residual_units"]:
         source.notes.append("this model has no keras_preact residual units: it is exported "

@@ -130,8 +130,8 @@ def _naming_a_full_disk(path):
             raise
         raise DiskFull(
             f"No space left on the device to write {os.path.abspath(path)}: free some space "
-            "and run the same command again (a training run resumes from its last finished "
-            "epoch; nothing written before is lost).") from None
+            "and run the command again; nothing written before is lost (a training run "
+            "resumes from its last finished epoch: leave out --overwrite).") from None
 
 
 @contextlib.contextmanager
@@ -220,6 +220,8 @@ def run_config(directory):
     if config.get("format") != RUN_FORMAT and not {"identity", "resolved"} <= set(config):
         raise ValueError(f"{path} was not written by keras_preact (no \"format\": "
                          f"\"{RUN_FORMAT}\")")
+    if not isinstance(config.get("identity"), dict):
+        raise ValueError(f"{path} is damaged: it names no run (no \"identity\" object)")
     return config
 
 
@@ -428,7 +430,11 @@ def _check_path_length(path, probe, what):
     """Refuse a folder whose files would pass the system's limits on a path or a name
     (``ENAMETOOLONG`` deep inside a writer, e.g. TensorFlow's, would strand the work)."""
     host = len(socket.gethostname())
-    path_max, name_max = os.pathconf(probe, "PC_PATH_MAX"), os.pathconf(probe, "PC_NAME_MAX")
+    try:  # (-1 or an error: the system sets no limit, or cannot say)
+        path_max, name_max = (os.pathconf(probe, f"PC_{n}_MAX") for n in ("PATH", "NAME"))
+    except (OSError, ValueError):
+        return
+    path_max, name_max = path_max if path_max > 0 else 1 << 30, name_max if name_max > 0 else 1 << 30
     base = os.path.basename(path)
     shown = path if len(path) <= 80 else f"{path[:40]}...{path[-30:]}"
     if len(path.encode()) + PATH_HEADROOM + host >= path_max:
@@ -482,6 +488,7 @@ def atomic_directory(target, overwrite=False, record_of=None, what="folder"):
     parent, base = os.path.split(target)
     ensure_directory(parent, f"the folder of {what}")
     with Lock(os.path.join(parent, f".{base}.lock"), f"{what} {target!r}"):
+        _recover_displaced(target)
         recorded = check_replaceable(target, overwrite, record_of, what)  # now that we hold it
         remove_stale_temporaries(parent, stem=base.partition(".")[0])
         with _replacing(target, recorded) as tmp:
@@ -507,17 +514,44 @@ def _replacing(target, recorded):
                 _link_into(target, tmp, tmp.kept)
             fault_point("directory.before-rename")
             _fsync_tree(tmp)
-        if os.path.lexists(target):
-            old = _tmp_name(target)
-            os.rename(target, old)
-            os.rename(tmp, target)
-            remove_path(old)
-        else:
-            os.rename(tmp, target)
-        fsync_path(parent)
+        # The old folder is displaced (not a temporary: if the swap is cut short, the next
+        # writer puts it back), and SIGINT/SIGTERM wait until both renames are done.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            if os.path.lexists(target):
+                old = _displaced_name(target)
+                os.rename(target, old)
+                fault_point("directory.swap")
+                os.rename(tmp, target)
+                remove_path(old)
+            else:
+                os.rename(tmp, target)
+            fsync_path(parent)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     finally:
         if os.path.lexists(tmp):
             remove_path(tmp)
+
+
+def _displaced_name(target):
+    parent, base = os.path.split(target)
+    return os.path.join(parent, f".{base}.displaced-{socket.gethostname().replace('-', '_')}-"
+                                f"{os.getpid()}")
+
+
+def _recover_displaced(target):
+    """Put back the folder a killed swap displaced (``target`` missing), or remove it once
+    the swap is complete (its new folder holds links to everything it kept)."""
+    parent, base = os.path.split(target)
+    host = socket.gethostname().replace("-", "_")
+    for name in os.listdir(parent):
+        match = re.fullmatch(rf"\.{re.escape(base)}\.displaced-([^-]+)-(\d+)", name)
+        if match and match[1] == host and not _alive(int(match[2])):
+            if os.path.lexists(target):
+                remove_path(os.path.join(parent, name))
+            else:
+                os.rename(os.path.join(parent, name), target)
 
 
 def _link_into(old, new, kept):
@@ -536,10 +570,10 @@ def _link_into(old, new, kept):
                 os.symlink(os.readlink(source), dest)
             else:
                 os.link(source, dest)
-        except OSError as e:
+        except (OSError, shutil.Error) as e:
             raise RefusedError(f"Cannot keep {source.rstrip('/')!r}, which keras_preact did not "
-                               f"write, in the new folder ({e.strerror}): move it away and try "
-                               "again.") from None
+                               f"write, in the new folder ({getattr(e, 'strerror', None) or e}): "
+                               "move it away and try again.") from None
 
 
 def check_replaceable(target, overwrite, record_of, what):

@@ -101,12 +101,18 @@ def record_name(worker=None):
     return f"{RECORD_PREFIX}{worker or worker_id()}.json"
 
 
+def cluster_workers():
+    """The ids (``chief0``, ``worker1`` ...) of the processes of this run's cluster."""
+    cluster = _tf_config().get("cluster") or {"chief": [None]}
+    return {f"{kind}{i}" for kind, tasks in cluster.items() for i in range(len(tasks))}
+
+
 def read_records(model_dir):
     """``(records, problem)``: every worker's record of what it wrote in ``model_dir``, and
     why they do not cover the run (``None`` when complete)."""
     records, problem = [], None
     for name in sorted(os.listdir(model_dir)):
-        if name.startswith(RECORD_PREFIX) and name.endswith(".json"):
+        if re.fullmatch(rf"{re.escape(RECORD_PREFIX)}[a-z]+\d+\.json", name):
             try:
                 record = files.Record.read(model_dir, name)
             except (ValueError, OSError) as e:
@@ -114,7 +120,8 @@ def read_records(model_dir):
                 continue
             records.append(record)
             if not record.complete:
-                problem = f"{name} began while the folder already held the run"
+                problem = (f"its record {name} began while the folder already held files of "
+                           "the run (of an older keras_preact, or after a damaged record)")
     if not records and problem is None:
         problem = "it keeps no record of its files (written by an older keras_preact)"
     return records, problem
@@ -131,24 +138,40 @@ def open_record(model_dir, action, log=print):
         record = files.Record.read(model_dir, name)
     except (ValueError, OSError) as e:
         aside = set_aside(os.path.join(model_dir, name))
-        log(f"warning: {str(e).rstrip('.')}; set aside as {aside}. --overwrite will refuse "
-            "this folder from now on, as it can no longer tell what keras_preact wrote.")
-        record = None
-    if record is None:
+        log(f"warning: {str(e).rstrip('.')}; set aside as {os.path.basename(aside)}. "
+            "--overwrite will refuse this folder from now on, as it can no longer tell what "
+            "keras_preact wrote.")
+        fresh.complete = False
+        return fresh
+    if record is None and _wrote_before(model_dir):
+        log(f"note: this run was started by an older keras_preact, which kept no record of "
+            f"its files: --overwrite will refuse {model_dir!r} (delete it yourself when done).")
         fresh.complete = False
     return record or fresh
 
 
-def set_aside(path):
-    """Rename a damaged file of ours to a new name beside it (kept for the user to look at);
-    return the new name."""
-    stem, ext = os.path.splitext(path)
-    aside = f"{stem}.damaged-{time.strftime('%Y%m%d-%H%M%S')}{ext}"
+def _wrote_before(model_dir):
+    """Whether this worker's files are in ``model_dir`` already."""
+    worker = worker_id()
+    mine = [os.path.join(folder, worker) for folder in (BACKUP, TENSORBOARD, WORKERS)]
+    if is_chief():
+        mine += [CONFIG, LOG, CHECKPOINTS, "last.keras"]
+    return any(os.path.lexists(os.path.join(model_dir, p)) for p in mine)
+
+
+def set_aside(path, record=None):
+    """Rename a damaged file of ours to a new, visible name beside it (kept for the user to
+    look at; recorded in ``record``, as ours, when given); return the new name."""
+    folder, base = os.path.split(path)
+    stem, ext = os.path.splitext(base.lstrip("."))
+    aside = os.path.join(folder, f"{stem}.damaged-{time.strftime('%Y%m%d-%H%M%S')}{ext}")
+    if record is not None:
+        record.add(aside)
     os.replace(path, aside)
     return aside
 
 
-def _diff(a, b):
+def differences(a, b):
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
@@ -256,12 +279,12 @@ def check(config, probe_lock=True):
             and found.config["identity"] != found.backup_identity:
         raise files.RefusedError(
             f"{found.path!r} is inconsistent: its {CONFIG} and its backup describe different "
-            f"runs (differ in: {', '.join(_diff(found.config['identity'], found.backup_identity))}"
+            f"runs (differ in: {', '.join(differences(found.config['identity'], found.backup_identity))}"
             "). Pass --overwrite to discard the run, or choose another --model-dir.")
     if found.identity != identity:
         raise files.RefusedError(
             f"{found.path!r} holds a run with a different configuration (differs in: "
-            f"{', '.join(_diff(found.identity, identity))}). Use another --model-dir, or "
+            f"{', '.join(differences(found.identity, identity))}). Use another --model-dir, or "
             "--overwrite to discard that run.")
     if found.results is not None:
         return "finished", found
@@ -292,15 +315,20 @@ def _workers_folder(model_dir, name):
 
 
 def remove_run(model_dir):
-    """Delete exactly what the run's records list in ``model_dir`` (its marker, then the
-    records, last: a kill midway leaves a run that ``--overwrite`` finishes removing);
-    return what stayed, at any depth."""
+    """Delete exactly what this worker's record lists in ``model_dir`` (the chief also
+    what the records of workers no longer in the cluster list): the marker, then the
+    records, last, so that a kill midway leaves a run that ``--overwrite`` finishes
+    removing. Return what stayed, at any depth, that no record lists."""
     records, _ = read_records(model_dir)
-    recorded = set().union(*(r.entries for r in records))
-    kept = files.remove_recorded(model_dir, recorded, last=(CONFIG,), transient=_transient)
-    for record in records:
+    workers = cluster_workers()
+    mine = [r for r in records if os.path.basename(r.path) == record_name() or (
+        is_chief() and os.path.basename(r.path)[len(RECORD_PREFIX):-5] not in workers)]
+    removed = set().union(*(r.entries for r in mine))
+    files.remove_recorded(model_dir, removed, last=(CONFIG,), transient=_transient)
+    for record in mine:
         os.remove(record.path)
-    return kept
+    others = set().union(*(r.entries for r in records if r not in mine))
+    return files.unrecorded(model_dir, removed | others, _transient)
 
 
 # -- the resume state -------------------------------------------------------------
@@ -355,12 +383,17 @@ class BackupStore:
     def prune(self):
         """Keep the newest ``KEEP_GENERATIONS`` committed generations; drop the rest and
         any weights whose metadata was never written."""
-        keep = {m["_epoch"] for m in self.generations()[:KEEP_GENERATIONS]}
+        # By record where there is a complete one (else by name: a run of an older version).
+        by_record = self.record is not None and self.record.complete
+        ours = (lambda path: self.record.relative(path) in self.record.entries) if by_record \
+            else (lambda path: True)
+        generations = [m for m in self.generations()
+                       if ours(os.path.join(self.dir, f"epoch-{m['_epoch']:05d}.json"))]
+        keep = {m["_epoch"] for m in generations[:KEEP_GENERATIONS]}
         for name in os.listdir(self.dir):
             match = re.match(r"^epoch-(\d+)\.(json|weights\.h5)$", name)
             path = os.path.join(self.dir, name)
-            if match and int(match.group(1)) not in keep and (
-                    self.record is None or self.record.relative(path) in self.record.entries):
+            if match and int(match.group(1)) not in keep and ours(path):
                 os.remove(path)
                 if self.record is not None:
                     self.record.discard(path)
@@ -389,7 +422,7 @@ class BackupStore:
         if meta.get("identity") != identity:
             raise files.RefusedError(
                 f"The backup in {self.dir} belongs to a run with a different configuration "
-                f"(differs in: {', '.join(_diff(meta.get('identity') or {}, identity))}). "
+                f"(differs in: {', '.join(differences(meta.get('identity') or {}, identity))}). "
                 "Use another --model-dir, or --overwrite to discard that run.")
         path = os.path.join(self.dir, str(meta.get("weights")))
         if not os.path.isfile(path):
@@ -425,7 +458,8 @@ def _parse_log(lines, problem):
     for number, values in enumerate(csv.reader(lines[1:]), start=2):
         try:  # (an empty value: a metric that epoch did not log)
             row = {k: float(v) for k, v in zip(header, values, strict=True) if v != ""}
-            float(row["epoch"])
+            if not 0 <= row["epoch"] < 1e9:
+                raise ValueError
         except (ValueError, KeyError):
             return rows, f"line {number} is not {len(header)} numbers"
         previous = rows[-1]["epoch"] if rows else -1
@@ -448,14 +482,14 @@ def write_log(path, rows):
         f.write(out.getvalue())
 
 
-def resume_log(path, epochs, log=print):
+def resume_log(path, epochs, log=print, record=None):
     """The intact rows of the first ``epochs`` epochs of ``log.csv``, for a run resumed
     there; a damaged file is set aside (saying so) and the log rebuilt from them."""
     if not os.path.exists(path):
         return []
     rows, problem = read_log(path)
     if problem is not None:
-        aside = set_aside(path)
+        aside = set_aside(path, record)
         log(f"warning: {path} is damaged ({problem}); set aside as {os.path.basename(aside)}; "
             f"the log goes on from its {len(rows)} intact row{'s' * (len(rows) != 1)}.")
     kept = [row for row in rows if row["epoch"] < epochs]  # (the epochs after are redone)

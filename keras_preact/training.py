@@ -265,7 +265,7 @@ class RecordTensorBoard(keras.callbacks.Callback):
                 self.owned.add(*(os.path.join(path, n) for n in os.listdir(path)
                                  if n.startswith("events.out.tfevents.") and mine in n))
 
-    on_train_begin = on_test_end = on_epoch_end = on_train_end = _record
+    on_train_begin = on_test_begin = on_epoch_end = on_train_end = _record
 
 
 def _own(owned, *paths):
@@ -435,7 +435,7 @@ def _open_run(config, record, chief, log):
     model_dir = files.ensure_directory(config.model_dir, "--model-dir")
     with rundir.lock(model_dir):
         action, _ = rundir.check(config, probe_lock=False)  # again, now that we hold it
-        if action == "overwrite" and chief:
+        if action == "overwrite":
             kept = rundir.remove_run(model_dir)
             log(f"--overwrite: removed the previous run in {model_dir}"
                 + (f"; kept {files.describe_entries(model_dir, kept)}, which keras_preact "
@@ -452,7 +452,7 @@ def _open_run(config, record, chief, log):
             try:
                 checkpoints = files.read_json(path)
             except (ValueError, OSError) as e:
-                aside = rundir.set_aside(path)
+                aside = rundir.set_aside(path, owned)
                 log(f"warning: {str(e).rstrip('.')}; set aside as {os.path.basename(aside)}. "
                     "best.keras will be replaced by the next epoch's checkpoint.")
         yield action, checkpoints, owned
@@ -477,7 +477,7 @@ def _restore(model, config, action, chief, owned, log):
             log(f"warning: last.keras cannot resume the run ({type(e).__name__}).")
     if not epoch and store.generations():
         log("warning: no usable resume state was found; starting the run over from epoch 0.")
-    rows = rundir.resume_log(_worker_path(config.model_dir, chief, rundir.LOG), epoch, log)
+    rows = rundir.resume_log(_worker_path(config.model_dir, chief, rundir.LOG), epoch, log, owned)
     return epoch, seconds, rows
 
 
@@ -492,7 +492,6 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
     callbacks = [
         StopOnNaN(),
         StopAtIteration(schedule.total_iterations, schedule.steps_per_epoch),
-        backup,
         EpochLog(_worker_path(config.model_dir, chief, rundir.LOG), rows, owned),
         Checkpoints(config.model_dir, chief=chief, record=checkpoints, owned=owned),
     ]
@@ -501,6 +500,8 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
         callbacks.append(keras.callbacks.TensorBoard(folder))
         if owned is not None:
             callbacks.append(RecordTensorBoard(folder, owned))
+    # The backup is the epoch's commit point: what the epoch writes is written before it.
+    callbacks.append(backup)
     try:
         # (A run killed after its last backup has no epoch left: Keras' JAX trainer would
         # still draw a batch from the empty stream to trace the model.)

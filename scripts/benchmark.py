@@ -111,8 +111,11 @@ def infer(args):
         try:
             shape = files.read_json(manifest)["input"]["shape"][1:]
         except (KeyError, TypeError):
+            shape = None
+        if not (isinstance(shape, list) and len(shape) == 3 and all(
+                isinstance(d, int) and d > 0 for d in shape)):
             raise ValueError(f"{manifest} names no input shape: export again with "
-                             "scripts/export.py.") from None
+                             "scripts/export.py.")
         benchmark.check_batch(shape, args.batch)
         _cli.import_tensorflow()
         benchmark.infer(args.export_dir, batch=args.batch, repeats=args.repeats,

@@ -108,10 +108,10 @@ def train(config):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    return _cli.run(train, cfg.TrainConfig(**vars(args)), resume=RESUME)
-
-
-RESUME = "run the same command again to resume from the last finished epoch"
+    # (Rerunning a command with --overwrite would discard the run it interrupted.)
+    resume = "run the same command again" + (" without --overwrite" if args.overwrite else "")
+    return _cli.run(train, cfg.TrainConfig(**vars(args)),
+                    resume=f"{resume} to resume from the last finished epoch")
 
 
 if __name__ == "__main__":

@@ -214,6 +214,7 @@ def test_a_batch_beyond_the_test_set_or_the_memory_is_refused_before_measuring(
 
     out = str(tmp_path / "prop")
     test_images = len(data.load_arrays("digits", "test")[0])
+    monkeypatch.setattr(_validation, "available_memory", lambda: 2**40)  # (any machine)
     code, _, err = call_script("analyze", ["resnet20", "--batch", "1000", "--out", out], capsys)
     assert code == 2 and err == (f"error: --batch 1000 exceeds the {test_images} test images of "
                                  f"digits: use --batch {test_images} or less, or --data noise.\n")

@@ -179,7 +179,7 @@ def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path):
     target = tmp_path / "last.keras"
     target.write_text("the previous checkpoint")
     with pytest.raises(files.DiskFull, match=f"No space left on the device to write {target}: "
-                       "free some space and run the same command again"):
+                       "free some space and run the command again; nothing written before is lost"):
         with files.atomic_path(str(target)) as tmp:
             pathlib.Path(tmp).write_text("half")
             raise OSError(errno.ENOSPC, "No space left on device")
@@ -204,3 +204,37 @@ def test_a_path_too_long_for_what_the_tools_write_in_it_is_refused(tmp_path):
     assert os.listdir(tmp_path) == []
     fits = os.path.join(str(tmp_path), *["d" * 200] * ((path_max - 400 - len(str(tmp_path))) // 201))
     assert files.ensure_directory(fits, "--model-dir") == fits
+
+
+SWAP = """
+import os, sys
+sys.path.insert(0, {root!r})
+from keras_preact import files
+with files.atomic_directory({target!r}, overwrite=True, record_of=lambda p: {{"a.bin"}}) as tmp:
+    open(os.path.join(tmp, "b.bin"), "w").write("new")
+"""
+
+
+def test_a_swap_killed_halfway_is_put_back_by_the_next_writer(tmp_path):
+    """SIGKILL between the two renames of a replacement: the old folder (with the user's
+    file) is displaced, not a temporary; the next writer puts it back, then refuses to
+    replace it without --overwrite."""
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "a.bin").write_text("old")
+    (target / "mine.txt").write_text("the user's")
+    killed = python("-c", SWAP.format(root=ROOT, target=str(target)),
+                    env={"KERAS_PREACT_FAULT": "directory.swap"})
+    assert killed.returncode == -9, killed.stderr
+    assert not target.exists()
+    (displaced,) = [n for n in os.listdir(tmp_path) if ".displaced-" in n]
+    assert (tmp_path / displaced / "mine.txt").read_text() == "the user's"
+    with pytest.raises(files.RefusedError, match="already exists; pass --overwrite"):
+        with files.atomic_directory(str(target)):
+            pass
+    assert sorted(os.listdir(target)) == ["a.bin", "mine.txt"]
+    assert not [n for n in os.listdir(tmp_path) if ".displaced-" in n]
+    done = python("-c", SWAP.format(root=ROOT, target=str(target)))
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(target)) == ["b.bin", "mine.txt"]
+    assert (target / "mine.txt").read_text() == "the user's" and os.listdir(tmp_path) == ["export"]
