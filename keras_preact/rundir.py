@@ -365,10 +365,10 @@ class BackupStore:
         return sorted(out, key=lambda m: -m["_epoch"])
 
     def save(self, model, epoch, identity, train_seconds):
-        os.makedirs(self.dir, exist_ok=True)
         weights, meta = self._paths(epoch)
-        if self.record is not None:
+        if self.record is not None:  # (before the folders too)
             self.record.add(weights, meta)
+        os.makedirs(self.dir, exist_ok=True)
         with files.atomic_path(weights) as tmp:
             model.save_weights(tmp)
             files.fault_point("backup.weights")
