@@ -53,6 +53,25 @@ def check_batch(shape, batch, steps=None):
         check_memory("--steps", steps, batch * pixels, fixed=batch * activations, what=what)
 
 
+def check_export(export_dir, batch):
+    """``(manifest, image shape)`` of the export in ``export_dir``, refusing (one line) a
+    folder that is not one and a ``batch`` that does not fit in memory; needs no backend."""
+    path = os.path.join(export_dir, export.MANIFEST)
+    if not os.path.isfile(path):
+        raise ValueError(f"{export_dir!r} holds no {export.MANIFEST}: give a folder written by "
+                         "scripts/export.py.")
+    manifest = files.read_json(path)
+    try:
+        shape = manifest["input"]["shape"][1:]
+    except (KeyError, TypeError):
+        shape = None
+    if not (isinstance(shape, list) and len(shape) == 3
+            and all(isinstance(d, int) and d > 0 for d in shape)):
+        raise ValueError(f"{path} names no input shape: export again with scripts/export.py.")
+    check_batch(shape, batch)
+    return manifest, tuple(shape)
+
+
 def median_seconds(fn, repeats, warmup=2):
     for _ in range(warmup):
         fn()
@@ -86,10 +105,8 @@ def infer(export_dir, batch=32, repeats=20, threads=None, serving=None, log=prin
     ``threads`` sets the LiteRT and ONNX Runtime threads (default: every CPU);
     ``serving`` is the Keras model to time (default: rebuilt from the manifest's source).
     """
-    manifest = files.read_json(os.path.join(export_dir, export.MANIFEST))
+    manifest, shape = check_export(export_dir, batch)
     threads = threads or os.cpu_count()
-    shape = tuple(manifest["input"]["shape"][1:])
-    check_batch(shape, batch)
     rng = np.random.default_rng(0)
     images = {b: rng.integers(0, 256, (b, *shape)).astype("float32") for b in (1, batch)}
     runners = [("keras predict_on_batch", None,

@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from keras_preact import catalog, convert, files, preprocessing, registry, rundir
+from keras_preact import catalog, convert, files, preprocessing, registry
 from keras_preact._validation import UserError, check_choice, check_int
 from keras_preact.preprocessing import INPUT_NAME, LOGITS, PROBABILITIES
 
@@ -132,8 +132,8 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
 
         source = Source(load_keras_file(keras_path), os.path.abspath(keras_path))
         if run:
-            source.checkpoint = rundir.checkpoint_state(os.path.dirname(source.origin),
-                                                        os.path.basename(keras_path))
+            source.checkpoint = files.run_checkpoint(os.path.dirname(source.origin),
+                                                     os.path.basename(keras_path))
         if normalisation is None:  # a converted pretrained model carries its preprocessing
             source.model, normalisation = preprocessing.split_normalization(source.model)
     from keras_preact.scanned import ScannedUnits

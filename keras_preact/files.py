@@ -38,6 +38,8 @@ _TMP_TAG = ".tmp-"
 # The markers of what keras_preact writes: a run directory's config.json carries
 # "format": RUN_FORMAT; an export's manifest.json carries "manifest_version".
 RUN_CONFIG, RUN_FORMAT = "config.json", "keras_preact.run/1"
+RUN_RESULTS, RUN_CHECKPOINTS = "results.json", "checkpoints.json"  # (a finished run; which
+# epoch each checkpoint holds)
 EXPORT_MANIFEST = "manifest.json"
 
 
@@ -223,6 +225,29 @@ def run_config(directory):
     if not isinstance(config.get("identity"), dict):
         raise ValueError(f"{path} is damaged: it names no run (no \"identity\" object)")
     return config
+
+
+def run_checkpoint(directory, name):
+    """What the checkpoint ``directory/name`` (``last.keras``, ``best.keras``) of a run
+    holds: ``{"file", "epoch", "epochs", "run"}``, ``run`` being ``finished``, ``training``
+    (a process holds the run's lock) or ``interrupted``. Reads only."""
+    try:
+        epoch = int(read_json(os.path.join(directory, RUN_CHECKPOINTS))[name.partition(".")[0]]
+                    ["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        epoch = None
+    try:
+        epochs = read_json(os.path.join(directory, RUN_CONFIG)).get("epochs")
+    except (OSError, ValueError):
+        epochs = None
+    if os.path.exists(os.path.join(directory, RUN_RESULTS)):
+        run = "finished"
+    elif any(is_locked(os.path.join(directory, n)) for n in os.listdir(directory)
+             if n.startswith(".lock-")):
+        run = "training"
+    else:
+        run = "interrupted"
+    return {"file": name, "epoch": epoch, "epochs": epochs, "run": run}
 
 
 class Record:

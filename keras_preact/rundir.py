@@ -30,7 +30,7 @@ from keras_preact import files
 
 RUN_FORMAT, CONFIG = files.RUN_FORMAT, files.RUN_CONFIG
 BACKUP_FORMAT = "keras_preact.backup/1"
-RESULTS, CHECKPOINTS = "results.json", "checkpoints.json"
+RESULTS, CHECKPOINTS = files.RUN_RESULTS, files.RUN_CHECKPOINTS
 LOG, CURVES, BACKUP = "log.csv", "curves.png", "backup"
 TENSORBOARD, WORKERS = "tensorboard", "workers"  # (one folder per worker inside)
 OWN_ENTRIES = (CONFIG, RESULTS, CHECKPOINTS, LOG, CURVES, BACKUP, TENSORBOARD, WORKERS,
@@ -63,29 +63,6 @@ def lock(model_dir):
     """The lock this process holds while it writes the run in ``model_dir``."""
     return files.Lock(os.path.join(model_dir, f".lock-{worker_id()}"),
                       f"run directory {os.path.abspath(model_dir)!r}")
-
-
-def checkpoint_state(model_dir, name):
-    """What ``model_dir/name`` (``last.keras`` or ``best.keras``) holds: ``{"file", "epoch",
-    "epochs", "run"}``, ``run`` being ``finished``, ``training`` (a process holds the run)
-    or ``interrupted``; read only."""
-    try:
-        held = files.read_json(os.path.join(model_dir, CHECKPOINTS))[name.partition(".")[0]]
-        epoch = int(held["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        epoch = None
-    try:
-        epochs = files.read_json(os.path.join(model_dir, CONFIG)).get("epochs")
-    except (OSError, ValueError):
-        epochs = None
-    if os.path.exists(os.path.join(model_dir, RESULTS)):
-        run = "finished"
-    elif any(files.is_locked(os.path.join(model_dir, n)) for n in os.listdir(model_dir)
-             if n.startswith(".lock-")):
-        run = "training"
-    else:
-        run = "interrupted"
-    return {"file": name, "epoch": epoch, "epochs": epochs, "run": run}
 
 
 def is_own_entry(name):

@@ -21,7 +21,7 @@ import sys
 import tempfile
 
 import _cli
-from keras_preact import export, files, registry
+from keras_preact import export, registry
 from keras_preact.data import DATASETS
 
 
@@ -104,19 +104,7 @@ def infer(args):
     from keras_preact import benchmark
 
     if args.export_dir:
-        manifest = os.path.join(args.export_dir, export.MANIFEST)
-        if not os.path.isfile(manifest):
-            raise ValueError(f"{args.export_dir!r} holds no {export.MANIFEST}: give a folder "
-                             "written by scripts/export.py.")
-        try:
-            shape = files.read_json(manifest)["input"]["shape"][1:]
-        except (KeyError, TypeError):
-            shape = None
-        if not (isinstance(shape, list) and len(shape) == 3 and all(
-                isinstance(d, int) and d > 0 for d in shape)):
-            raise ValueError(f"{manifest} names no input shape: export again with "
-                             "scripts/export.py.")
-        benchmark.check_batch(shape, args.batch)
+        benchmark.check_export(args.export_dir, args.batch)  # (before TensorFlow loads)
         _cli.import_tensorflow()
         benchmark.infer(args.export_dir, batch=args.batch, repeats=args.repeats,
                         threads=args.threads)
