@@ -238,6 +238,8 @@ def check(config, probe_lock=True):
             found.path, lambda n: _transient(n) or _workers_folder(found.path, n))
         if not entries:
             return "new", found
+        if CONFIG in entries and found.config_error is None and not found.legacy:
+            return check(config, probe_lock)  # (the chief wrote it since: read it again)
         if config.overwrite and found.records and found.record_problem is None:
             return _overwrite(found)  # (a removal cut short: the records outlive the marker)
         if found.config_error and not found.foreign:
