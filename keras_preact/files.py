@@ -459,7 +459,7 @@ def _check_path_length(path, probe, what):
         path_max, name_max = (os.pathconf(probe, f"PC_{n}_MAX") for n in ("PATH", "NAME"))
     except (OSError, ValueError):
         return
-    path_max, name_max = path_max if path_max > 0 else 1 << 30, name_max if name_max > 0 else 1 << 30
+    path_max, name_max = (limit if limit > 0 else 1 << 30 for limit in (path_max, name_max))
     base = os.path.basename(path)
     shown = path if len(path) <= 80 else f"{path[:40]}...{path[-30:]}"
     if len(path.encode()) + PATH_HEADROOM + host >= path_max:

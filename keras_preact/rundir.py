@@ -18,6 +18,7 @@ depth, and keeps (and names) everything else; a run without a complete record (o
 older version) is refused, naming what would be lost, as is a folder that holds no run.
 """
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -256,10 +257,11 @@ def check(config, probe_lock=True):
         return _overwrite(found)
     if found.config is not None and found.backup_identity is not None \
             and found.config["identity"] != found.backup_identity:
+        differ = differences(found.config["identity"], found.backup_identity)
         raise files.RefusedError(
             f"{found.path!r} is inconsistent: its {CONFIG} and its backup describe different "
-            f"runs (differ in: {', '.join(differences(found.config['identity'], found.backup_identity))}"
-            "). Pass --overwrite to discard the run, or choose another --model-dir.")
+            f"runs (differ in: {', '.join(differ)}). Pass --overwrite to discard the run, or "
+            "choose another --model-dir.")
     if found.identity != identity:
         raise files.RefusedError(
             f"{found.path!r} holds a run with a different configuration (differs in: "
@@ -305,7 +307,8 @@ def remove_run(model_dir):
     removed = set().union(*(r.entries for r in mine))
     files.remove_recorded(model_dir, removed, last=(CONFIG,), transient=_transient)
     for record in mine:
-        os.remove(record.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(record.path)
     others = set().union(*(r.entries for r in records if r not in mine))
     return files.unrecorded(model_dir, removed | others, _transient)
 
@@ -414,8 +417,8 @@ class BackupStore:
 # -- the epoch log ---------------------------------------------------------------------
 def read_log(path):
     """``(rows, problem)``: the rows of ``log.csv`` (one per epoch, in order, values as
-    floats; a resumed run whose log was damaged has gaps) up to the first one that is damaged, and what is wrong with it (``None``
-    when the whole file is intact)."""
+    floats; a resumed run whose log was damaged has gaps) up to the first one that is
+    damaged, and what is wrong with it (``None`` when the whole file is intact)."""
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8")
