@@ -47,9 +47,32 @@ def validation_stream(crop, batch_size, normalisation, data_dir=None, limit=None
     return stream, int(ds.cardinality())
 
 
+def _top1_top5(model, batches, images):
+    """``{"top1", "top5", "images"}`` (%) of ``model`` over ``(x, y)`` batches (Keras'
+    ``SparseTopKCategoricalAccuracy`` counts)."""
+    import keras
+
+    metrics = {k: keras.metrics.SparseTopKCategoricalAccuracy(k) for k in (1, 5)}
+    for x, y in batches:
+        scores = model(x, training=False)
+        for metric in metrics.values():
+            metric.update_state(y, scores)
+    return {"top1": 100.0 * float(metrics[1].result()),
+            "top5": 100.0 * float(metrics[5].result()), "images": images}
+
+
 def evaluate(source, crops=None, batch_size=64, limit=None, log=print):
     """Evaluate ``source`` on its own data set's test split (``source.dataset``; ImageNet
     at ``crops``, default :data:`CROPS`): ``{size: {"top1", "top5", "images"}}``."""
+    if source.normalisation is None:
+        raise ValueError(
+            f"The preprocessing of {source.origin} is unknown: evaluate a training run "
+            "directory, a converted model, or --weights imagenet, or pass --mean and --std.")
+    mean, std = source.normalisation
+    split = ("ImageNet validation" if source.dataset in (None, "imagenet2012")
+             else f"the {source.dataset} test split")
+    log(f"evaluating {source.origin} on {split}; preprocessing (pixels - mean) / std, mean "
+        f"{[round(m, 3) for m in mean]}, std {[round(s, 3) for s in std]}")
     if source.dataset in (None, "imagenet2012"):
         return evaluate_imagenet(source, crops or CROPS, batch_size, limit, log)
     if crops:
@@ -61,8 +84,6 @@ def evaluate(source, crops=None, batch_size=64, limit=None, log=print):
 def evaluate_small(source, batch_size=64, limit=None, log=print):
     """Top-1 and top-5 accuracy (%) of ``source`` on the test split of its small data set,
     normalised as it was trained."""
-    import keras
-
     from keras_preact.preprocessing import normalization
 
     batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -73,14 +94,9 @@ def evaluate_small(source, batch_size=64, limit=None, log=print):
         raise ValueError(f"{source.origin} has {source.classes} classes; {source.dataset} has "
                          f"{data_lib.DATASETS[source.dataset].classes}.")
     normalize = normalization(*source.normalisation)
-    metrics = {k: keras.metrics.SparseTopKCategoricalAccuracy(k) for k in (1, 5)}
-    for start in range(0, len(x), batch_size):
-        scores = source.model(normalize(x[start:start + batch_size]), training=False)
-        for metric in metrics.values():
-            metric.update_state(y[start:start + batch_size], scores)
+    result = _top1_top5(source.model, ((normalize(x[i:i + batch_size]), y[i:i + batch_size])
+                                       for i in range(0, len(x), batch_size)), len(x))
     size = x.shape[1]
-    result = {"top1": 100.0 * float(metrics[1].result()),
-              "top5": 100.0 * float(metrics[5].result()), "images": len(x)}
     log(f"{source.dataset} test split at {size}x{size}: top-1 {result['top1']:.2f}% (error "
         f"{100 - result['top1']:.2f}%), top-5 {result['top5']:.2f}% on {len(x)} images")
     return {size: result}
@@ -88,14 +104,8 @@ def evaluate_small(source, batch_size=64, limit=None, log=print):
 
 def evaluate_imagenet(source, crops=CROPS, batch_size=64, limit=None, log=print):
     """Top-1 and top-5 accuracy (%) of ``source`` (a ``keras_preact.export.Source``
-    whose normalisation is known) at each crop size: ``{crop: {"top1", "top5",
+    whose normalisation is known: see :func:`evaluate`) at each crop size: ``{crop: {"top1", "top5",
     "images"}}``."""
-    import keras
-
-    if source.normalisation is None:
-        raise ValueError(
-            f"The preprocessing of {source.origin} is unknown: evaluate a training run "
-            "directory, a converted model, or --weights imagenet, or pass --mean and --std.")
     if source.classes != 1000:
         raise ValueError(f"{source.origin} has {source.classes} classes; ImageNet has 1000.")
     batch_size = check_int("batch_size", batch_size, minimum=1)
@@ -105,13 +115,7 @@ def evaluate_imagenet(source, crops=CROPS, batch_size=64, limit=None, log=print)
         crop = check_int("crop", crop, minimum=32)
         stream, images = validation_stream(crop, batch_size, source.normalisation,
                                            source.data_dir, limit)
-        metrics = {k: keras.metrics.SparseTopKCategoricalAccuracy(k) for k in (1, 5)}
-        for x, y in stream:
-            scores = model(x, training=False)
-            for metric in metrics.values():
-                metric.update_state(y, scores)
-        results[crop] = {"top1": 100.0 * float(metrics[1].result()),
-                         "top5": 100.0 * float(metrics[5].result()), "images": images}
+        results[crop] = _top1_top5(model, stream, images)
         log(f"{crop}x{crop} centre crop: top-1 {results[crop]['top1']:.2f}%, "
             f"top-5 {results[crop]['top5']:.2f}% on {images} validation images")
     return results

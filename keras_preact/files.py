@@ -513,7 +513,7 @@ def atomic_directory(target, overwrite=False, record_of=None, what="folder"):
     parent, base = os.path.split(target)
     ensure_directory(parent, f"the folder of {what}")
     with Lock(os.path.join(parent, f".{base}.lock"), f"{what} {target!r}"):
-        _recover_displaced(target)
+        _recover_displaced(target, record_of)
         recorded = check_replaceable(target, overwrite, record_of, what)  # now that we hold it
         remove_stale_temporaries(parent, stem=base.partition(".")[0])
         with _replacing(target, recorded) as tmp:
@@ -565,18 +565,39 @@ def _displaced_name(target):
                                 f"{os.getpid()}")
 
 
-def _recover_displaced(target):
+def _recover_displaced(target, record_of=None):
     """Put back the folder a killed swap displaced (``target`` missing), or remove it once
-    the swap is complete (its new folder holds links to everything it kept)."""
+    the swap is complete: only when everything in it that its record does not list is in
+    ``target`` too (the same file, hard-linked); otherwise refuse, naming it."""
     parent, base = os.path.split(target)
     host = socket.gethostname().replace("-", "_")
     for name in os.listdir(parent):
         match = re.fullmatch(rf"\.{re.escape(base)}\.displaced-([^-]+)-(\d+)", name)
-        if match and match[1] == host and not _alive(int(match[2])):
-            if os.path.lexists(target):
-                remove_path(os.path.join(parent, name))
-            else:
-                os.rename(os.path.join(parent, name), target)
+        if not match or match[1] != host or _alive(int(match[2])):
+            continue
+        displaced = os.path.join(parent, name)
+        if not os.path.lexists(target):
+            os.rename(displaced, target)
+            continue
+        try:
+            recorded = record_of(displaced) if record_of else set()
+        except RefusedError:
+            recorded = set()
+        theirs = [rel for rel in tree_entries(displaced) if not rel.endswith("/")
+                  and rel not in recorded and not _same_file(displaced, target, rel)]
+        if theirs:
+            raise RefusedError(
+                f"A replacement of {target!r} was cut short and left its old folder at "
+                f"{displaced!r}, which holds {describe_entries(displaced, theirs)} that "
+                f"{base!r} does not: move them where they belong, then delete {name!r}.")
+        remove_path(displaced)
+
+
+def _same_file(a, b, rel):
+    try:
+        return os.path.samefile(os.path.join(a, rel), os.path.join(b, rel))
+    except OSError:
+        return False
 
 
 def _link_into(old, new, kept):

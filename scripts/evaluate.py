@@ -62,14 +62,6 @@ def evaluate(args):
         source.dataset = "imagenet2012"
         if source.normalisation is None:
             source.normalisation = export.dataset_normalisation("imagenet2012")
-    if source.normalisation is None:
-        raise ValueError(f"The preprocessing of {source.origin} is unknown: pass --mean and "
-                         "--std.")
-    mean, std = source.normalisation
-    split = "ImageNet validation" if source.dataset == "imagenet2012" else \
-        f"the {source.dataset} test split"
-    print(f"evaluating {source.origin} on {split}; preprocessing (pixels - mean) / std, mean "
-          f"{[round(m, 3) for m in mean]}, std {[round(s, 3) for s in std]}")
     evaluation.evaluate(source, crops=args.crops, batch_size=args.batch_size, limit=args.limit)
 
 

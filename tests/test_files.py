@@ -229,6 +229,14 @@ def test_a_swap_killed_halfway_is_put_back_by_the_next_writer(tmp_path):
     assert not target.exists()
     (displaced,) = [n for n in os.listdir(tmp_path) if ".displaced-" in n]
     assert (tmp_path / displaced / "mine.txt").read_text() == "the user's"
+    # Someone made a new folder there meanwhile: the old one holds what it lacks, so it stays.
+    target.mkdir()
+    with pytest.raises(files.RefusedError, match=f"left its old folder at .*{displaced}'.*, "
+                       "which holds 'a.bin', 'mine.txt' that 'export' does not"):
+        with files.atomic_directory(str(target)):
+            pass
+    assert (tmp_path / displaced / "mine.txt").read_text() == "the user's"
+    target.rmdir()
     with pytest.raises(files.RefusedError, match="already exists; pass --overwrite"):
         with files.atomic_directory(str(target)):
             pass
@@ -238,3 +246,14 @@ def test_a_swap_killed_halfway_is_put_back_by_the_next_writer(tmp_path):
     assert done.returncode == 0, done.stderr
     assert sorted(os.listdir(target)) == ["b.bin", "mine.txt"]
     assert (target / "mine.txt").read_text() == "the user's" and os.listdir(tmp_path) == ["export"]
+    # Killed while removing the old folder after a complete swap: it goes, as what it kept
+    # is in the new one (the same files) and the rest is recorded.
+    import socket
+
+    left = tmp_path / f".export.displaced-{socket.gethostname().replace('-', '_')}-{_dead_pid()}"
+    left.mkdir()
+    (left / "a.bin").write_text("old")
+    os.link(target / "mine.txt", left / "mine.txt")
+    with files.atomic_directory(str(target), overwrite=True, record_of=lambda p: {"a.bin", "b.bin"}):
+        pass
+    assert os.listdir(tmp_path) == ["export"] and (target / "mine.txt").read_text() == "the user's"
