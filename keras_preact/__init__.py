@@ -15,13 +15,17 @@ does.
 import importlib
 import sys
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-_BUILDERS = [f"PreActResNet{d}" for d in (18, 20, 32, 34, 44, 50, 56, 101, 110, 152, 164,
-                                           200, 1001, 1202)]
+from keras_preact.catalog import CIFAR_DEPTHS, IMAGENET_STAGES  # noqa: E402 - plain data
+
+_BUILDERS = [f"PreActResNet{d}" for d in sorted({*CIFAR_DEPTHS, *IMAGENET_STAGES})]
 _EXPORTS = {
     **{name: "models" for name in _BUILDERS},
+    "PreActResNet": "models",
     "build_resnet": "models",
+    "scan": "models",
+    "unroll": "models",
     "preact_resnet_cifar": "models",
     "preact_resnet_imagenet": "models",
     "load_keras_file": "models",
@@ -50,5 +54,8 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
+# The pretrained weights' sources register themselves (no Keras import): the builders'
+# weights="imagenet" resolves through them.
+importlib.import_module("keras_preact.convert")
 if "keras" in sys.modules:  # register the layers for keras.saving.load_model
     importlib.import_module("keras_preact.models")

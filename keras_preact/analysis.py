@@ -41,12 +41,11 @@ def propagation(model, images, labels, training=False):
     import keras
     from keras import ops
 
+    from keras_preact.models import unroll
     from keras_preact.scanned import ScannedUnits
     from keras_preact.units import ResidualUnit
 
     if any(isinstance(layer, ScannedUnits) for layer in model.layers):
-        from keras_preact.convert import unroll
-
         model = unroll(model)
     chain = _chain(model)
     if not any(isinstance(layer, ResidualUnit) for layer in chain):
@@ -86,8 +85,11 @@ def _chain(model):
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     previous = model.inputs[0] if len(model.inputs) == 1 else None
     for layer in layers:
-        nodes = layer._inbound_nodes
-        if previous is None or len(nodes) != 1 or list(nodes[0].input_tensors) != [previous]:
+        try:
+            read = layer.input  # the tensor it reads; refused for a layer called twice
+        except ValueError:
+            read = None
+        if previous is None or read is not previous:
             raise ValueError(
                 f"propagation() measures networks whose layers form one chain (the "
                 f"keras_preact builders); {model.name} branches at {layer.name}.")

@@ -254,7 +254,7 @@ def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
     check_batch(registry.get_spec(arch).input_shape, batch, steps)
     import keras
 
-    from keras_preact.training import has_gpu
+    from keras_preact.devices import has_gpu
 
     backend = keras.backend.backend()
     if jit == "auto":  # as train.py: XLA on JAX, and on TensorFlow where there is a GPU
@@ -295,7 +295,7 @@ def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
 
 
 def _device_name():
-    from keras_preact.training import has_gpu
+    from keras_preact.devices import has_gpu
 
     return "GPU" if has_gpu() else f"CPU, {os.cpu_count()} cores"
 

@@ -50,6 +50,18 @@ SHORTCUT_OPTIONS = {
     "dropout": {"rate": 0.5},
 }
 
+# The named networks (``PreActResNet<depth>``, ``--arch resnet<depth>``): the paper's CIFAR
+# depths by residual form, and the ImageNet depths of IMAGENET_STAGES below.
+CIFAR_DEPTHS = {20: "basic", 32: "basic", 44: "basic", 56: "basic", 110: "basic",
+                1202: "basic", 164: "bottleneck", 1001: "bottleneck"}
+# Each family's defaults: input shape, classes, which conv carries the stride
+# ("imagenet_cifar_stem": the ImageNet networks with stem="cifar", 32x32 inputs).
+FAMILY_DEFAULTS = {
+    "cifar": dict(input_shape=(32, 32, 3), classes=10, stride_on="first"),
+    "imagenet": dict(input_shape=(224, 224, 3), classes=1000, stride_on="3x3"),
+    "imagenet_cifar_stem": dict(input_shape=(32, 32, 3), classes=10, stride_on="3x3"),
+}
+
 CIFAR_WIDTHS = (16, 32, 64)
 CIFAR_STRIDES = (1, 2, 2)
 # Layers per unit times three stages: depth = k * n + 2.

@@ -80,7 +80,7 @@ def apply():
     if _applied or keras.backend.backend() != "tensorflow":
         return _applied
     import tensorflow as tf
-    from keras.src import tree
+    from keras import tree
 
     tf_trainer = _trainer()
     check_trainer(tf_trainer)

@@ -97,6 +97,12 @@ class TrainConfig:
                 and not (k in LATER_FIELDS and v is None)}
 
 
+def switch(name):
+    """train.py's option for the bool field ``name``: ``--NAME`` turns on a field that is off
+    by default, ``--no-NAME`` turns off one that is on."""
+    return ("--no-" if getattr(TrainConfig, name) else "--") + name.replace("_", "-")
+
+
 def resolve_config(config):
     """Check every field and fill in the paper's defaults; return a new config.
 

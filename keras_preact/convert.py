@@ -23,12 +23,11 @@ the preprocessing back from it. ``include_preprocessing=False`` gives the bare
 network, which takes what the source network takes.
 """
 
-import json
 import os
 import re
 import socket
 
-from keras_preact import catalog, files
+from keras_preact import catalog, files, registry
 from keras_preact._validation import UserError
 
 # Seconds a download may stall before weights="imagenet" gives up and says what to do.
@@ -189,23 +188,22 @@ def _top(model, dense_name, poolings):
 
 def _build(builder, depth, layout, source, top, normalisation):
     """Our network for ``source``'s depth and top, with ``normalisation`` in front."""
-    import keras
-
-    from keras_preact.preprocessing import normalization
-
     top = dict(top)
     shape = tuple(top.pop("input_shape"))
-    kwargs = dict(layout=layout, weights=None, name=f"{source.name}_keras_preact", **top)
-    if normalisation is None:
-        return builder(depth, input_shape=shape, **kwargs)
-    inputs = keras.Input(shape, name="image")
-    return builder(depth, input_tensor=normalization(*normalisation)(inputs), **kwargs)
+    return builder(depth, layout=layout, weights=None, name=f"{source.name}_keras_preact",
+                   input_shape=shape, normalization=normalisation, **top)
 
 
 def _getter(source):
     layers = {}
-    for layer in source._flatten_layers(include_self=False, recursive=True):
-        layers.setdefault(layer.name, layer)
+
+    def walk(model):
+        for layer in model.layers:
+            layers.setdefault(layer.name, layer)
+            if isinstance(getattr(layer, "layers", None), list):  # a nested model
+                walk(layer)
+
+    walk(source)
 
     def get(name):
         if name not in layers:
@@ -224,13 +222,11 @@ def _unit_pairs(ours, prefix, preact_name, get):
     """(our layer, their layer) for every layer with weights in every residual unit."""
     from keras import layers
 
-    from keras_preact.units import ResidualUnit
-
     pairs = []
-    for unit in ours.layers:
-        if not isinstance(unit, ResidualUnit):
-            continue
-        s, u = map(int, re.fullmatch(r"stage(\d+)_unit(\d+)", unit.name).groups())
+    units = [(s, u) for s, count in enumerate(ours.options()["stage_units"], start=1)
+             for u in range(1, count + 1)]
+    for s, u in units:
+        unit = ours.get_layer(f"stage{s}_unit{u}")
         p = prefix(s, u)
         convs = [layer for layer in unit.branch if isinstance(layer, layers.Conv2D)]
         bns = [layer for layer in unit.branch if isinstance(layer, layers.BatchNormalization)]
@@ -271,164 +267,17 @@ def _source_weights(source):
 
 # -- scanned and unrolled networks -----------------------------------------------------
 def scan(model, remat=False):
-    """``model`` with each run of identical, consecutively named residual units that keep
-    their input's shape (``stage1_unit2`` ... ``stage1_unit18``) in one ``ScannedUnits``
-    layer, and the same weights. Works on any functional keras_preact network (the
-    converters' too); a network with no such run comes back rebuilt as it is."""
-    from keras_preact.scanned import ScannedUnits, scanned_name, unit_names
+    """``keras_preact.models.scan`` (kept here, where earlier versions had it)."""
+    from keras_preact import models
 
-    config = _functional_config(model)
-    entries = config["layers"]
-    out, i = [], 0
-    while i < len(entries):
-        run = [entries[i]]
-        if _scannable(entries[i]):
-            while (i + len(run) < len(entries)
-                   and _key(entries[i + len(run)]) == _key(entries[i])
-                   and _input_of(entries[i + len(run)]) == run[-1]["name"]
-                   and _uses(config, run[-1]["name"]) == 1
-                   and entries[i + len(run)]["name"]
-                   == unit_names(entries[i]["name"], len(run) + 1)[-1]):
-                run.append(entries[i + len(run)])
-        i += len(run)
-        if len(run) == 1:
-            out.append(run[0])
-            continue
-        first = run[0]
-        unit = {k: v for k, v in first.items() if k not in ("name", "inbound_nodes")}
-        name = scanned_name(first["name"], len(run))
-        layer = ScannedUnits(unit, len(run), remat=remat, name=name,
-                             dtype=unit["config"].get("dtype"))
-        out.append({**_serialize(layer), "build_config": first.get("build_config"),
-                    "name": name, "inbound_nodes": first["inbound_nodes"]})
-        _rename_input(config, run[-1]["name"], name)
-    return _rebuilt(model, config, out)
+    return models.scan(model, remat=remat)
 
 
 def unroll(model):
-    """``model`` with every ``ScannedUnits`` layer replaced by its units, one layer each,
-    named as the builders name them, and the same weights: what a format that cannot
-    hold a loop, or a tool that walks the units, needs."""
-    from keras_preact.scanned import unit_names
+    """``keras_preact.models.unroll`` (kept here, where earlier versions had it)."""
+    from keras_preact import models
 
-    config = _functional_config(model)
-    out = []
-    for entry in config["layers"]:
-        if entry.get("registered_name") != "keras_preact>ScannedUnits":
-            out.append(entry)
-            continue
-        unit, count = entry["config"]["unit"], entry["config"]["count"]
-        names = unit_names(unit["config"]["name"], count)
-        inbound = entry["inbound_nodes"]
-        for name in names:
-            out.append({**unit, "config": {**unit["config"], "name": name}, "name": name,
-                        "build_config": entry.get("build_config"), "inbound_nodes": inbound})
-            inbound = [{"args": [{"class_name": "__keras_tensor__", "config": {
-                **inbound[0]["args"][0]["config"], "keras_history": [name, 0, 0]}}],
-                "kwargs": {}}]
-        _rename_input(config, entry["name"], names[-1])
-    return _rebuilt(model, config, out)
-
-
-def _functional_config(model):
-    import keras
-
-    config = model.get_config() if isinstance(model, keras.Model) else None
-    if not isinstance(config, dict) or "layers" not in config or "input_layers" not in config:
-        raise ConversionError(f"{getattr(model, 'name', model)!r} is not a functional Keras "
-                              "model: scan and unroll convert keras_preact networks.")
-    return config
-
-
-def _scannable(entry):
-    """A residual unit that keeps its input's shape."""
-    from keras_preact.catalog import EXPANSION
-    from keras_preact.units import ResidualUnit
-
-    registered = entry.get("registered_name") or ""
-    cls = _registered(registered)
-    if not (isinstance(cls, type) and issubclass(cls, ResidualUnit)):
-        return False
-    c = entry["config"]
-    shape = (entry.get("build_config") or {}).get("input_shape")
-    return bool(shape) and c["strides"] == 1 and shape[-1] == c["filters"] * EXPANSION[c["form"]]
-
-
-def _registered(name):
-    import keras
-
-    return keras.saving.get_registered_object(name) if name else None
-
-
-def _key(entry):
-    if not _scannable(entry):
-        return None
-    return json.dumps([entry["registered_name"], entry.get("build_config"),
-                       {k: v for k, v in entry["config"].items() if k != "name"}],
-                      sort_keys=True)
-
-
-def _input_of(entry):
-    nodes = entry.get("inbound_nodes") or []
-    if len(nodes) != 1 or len(nodes[0]["args"]) != 1:
-        return None
-    return nodes[0]["args"][0]["config"]["keras_history"][0]
-
-
-def _uses(config, name):
-    """How many times the output of layer ``name`` is read (by layers or as an output)."""
-    reads = [1 for entry in config["layers"] for node in entry.get("inbound_nodes") or []
-             for arg in _tensors(node) if arg[0] == name]
-    outputs = config["output_layers"]
-    outputs = [outputs] if outputs and not isinstance(outputs[0], list) else outputs
-    return len(reads) + sum(1 for out in outputs if out[0] == name)
-
-
-def _tensors(value):
-    """The ``keras_history`` of every tensor an inbound node reads."""
-    if isinstance(value, dict):
-        if "keras_history" in value:
-            yield value["keras_history"]
-        for v in value.values():
-            yield from _tensors(v)
-    elif isinstance(value, (list, tuple)):  # a node's args are a tuple
-        for v in value:
-            yield from _tensors(v)
-
-
-def _rename_input(config, old, new):
-    """Whoever read layer ``old``'s output reads layer ``new``'s instead."""
-    def walk(value):
-        if isinstance(value, dict):
-            if "keras_history" in value and value["keras_history"][0] == old:
-                value["keras_history"] = [new, *value["keras_history"][1:]]
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, (list, tuple)):  # a node's args are a tuple
-            if len(value) == 3 and value[0] == old and isinstance(value[1], int):
-                value[0] = new
-            for v in value:
-                walk(v)
-
-    walk(config["layers"])
-    walk(config["output_layers"])
-
-
-def _serialize(layer):
-    import keras
-
-    return keras.saving.serialize_keras_object(layer)
-
-
-def _rebuilt(model, config, layers):
-    import keras
-
-    from keras_preact.scanned import assign_unrolled, unrolled_weights
-
-    config["layers"] = layers
-    new = keras.Model.from_config(config)
-    assign_unrolled(new, unrolled_weights(model))
-    return new
+    return models.unroll(model)
 
 
 # -- weights="imagenet" --------------------------------------------------------------
@@ -504,3 +353,6 @@ def _keras_applications_source(depth, include_top, path, fname):
             f"{path!r} does not hold keras.applications' "
             f"{catalog.IMAGENET_WEIGHTS[depth]['source']} weights "
             f"{'with' if include_top else 'without'} top ({fname}): {first}") from None
+
+
+registry.register_pretrained("imagenet", imagenet_weights_path, load_imagenet_weights)

@@ -57,7 +57,8 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 DIGITS_TEST_FRACTION = 0.2
 
 
-def _tf():
+def tensorflow():
+    """TensorFlow (the tfds and ImageNet engine), or a one-line error saying what to install."""
     try:
         import tensorflow as tf
     except ImportError:
@@ -289,7 +290,7 @@ def _check_tfds_copy(tfds, name, split, data_dir):
 def load_tfds(name, split, data_dir=None, **kwargs):
     """``tfds.load`` that fails fast and clearly when the data cannot be had offline, or
     what is there is damaged. ``split``: a split's name."""
-    _tf()
+    tensorflow()
     import tensorflow_datasets as tfds
 
     _check_tfds_copy(tfds, name, split, data_dir)
@@ -314,7 +315,7 @@ def tfds_arrays(name, split, data_dir=None):
         for x, y in ds.batch(4096).as_numpy_iterator():
             images.append(x)
             labels.append(y)
-    except _tf().errors.DataLossError:
+    except tensorflow().errors.DataLossError:
         raise _damaged_tfds(_tfds_folder(name, data_dir), name,
                             f"a file of the {split!r} split is truncated or corrupt") from None
     return np.concatenate(images).astype("uint8"), np.concatenate(labels).astype("int64")
@@ -399,7 +400,7 @@ def tf_train_stream(data, epochs, start_epoch, batch_size):
     size is static; Keras' own wrapping of a generator leaves it unknown, and each of two
     workers then took every other batch and ran out of data (19 of 22 steps, measured).
     """
-    tf = _tf()
+    tf = tensorflow()
     images = tf.TensorSpec((batch_size, *data.input_shape), tf.uint8)
     labels = tf.TensorSpec((batch_size,), tf.int64)
     return tf.data.Dataset.from_generator(
@@ -486,7 +487,7 @@ def _split_size(info, split, default):
 
 def imagenet_pipelines(batch_size, seed=0, data_dir=None, eval_size=224, steps_per_epoch=None):
     """Streaming ImageNet pipelines from tensorflow-datasets (manual download)."""
-    tf = _tf()
+    tf = tensorflow()
     check_choice("eval crop", str(eval_size), ("224", "320"))
     train, info = load_tfds("imagenet2012", "train", data_dir, shuffle_files=True, with_info=True)
     test = load_tfds("imagenet2012", "validation", data_dir)

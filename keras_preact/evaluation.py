@@ -36,7 +36,7 @@ def validation_stream(crop, batch_size, normalisation, data_dir=None, limit=None
     the 0-255 scale), and how many images it holds."""
     from keras_preact.preprocessing import normalization
 
-    tf = data_lib._tf()
+    tf = data_lib.tensorflow()
     ds = data_lib.load_tfds("imagenet2012", "validation", data_dir=data_dir)
     if limit is not None:
         ds = ds.take(limit)

@@ -141,22 +141,21 @@ def plan(name, out, arch=None, dataset=None, iterations=None, epochs=None, seeds
 
 def train_command(config):
     """The ``scripts/train.py`` command line that trains ``config``."""
-    from keras_preact.config import TrainConfig
+    from keras_preact.config import TrainConfig, switch
 
     default = TrainConfig(model_dir="")
     args = []
     for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if value == getattr(default, field.name) or value is None:
+        value, usual = getattr(config, field.name), getattr(default, field.name)
+        if value == usual or value is None:
             continue
-        flag = "--" + field.name.replace("_", "-")
-        if field.name == "plot":
-            args.append("--no-plot")
-        elif value is True:
-            args.append(flag)
+        if isinstance(usual, bool):
+            args.append(switch(field.name))
         else:
             shown = format_shortcut(value) if field.name == "shortcut" else value
-            args += [flag, str(shown)]
+            # (a bool given to a choice, jit_compile=True, is its choice "true")
+            args += ["--" + field.name.replace("_", "-"),
+                     str(shown).lower() if isinstance(shown, bool) else str(shown)]
     return shlex.join(["python", "scripts/train.py", *args])
 
 

@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from keras_preact import catalog, convert, files, preprocessing, registry
+from keras_preact import catalog, files, preprocessing, registry
 from keras_preact._validation import UserError, check_choice, check_int
 from keras_preact.preprocessing import INPUT_NAME, LOGITS, PROBABILITIES
 
@@ -130,18 +130,13 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
         keras_path, run = _saved_model_path(os.fspath(model), checkpoint)
         from keras_preact.models import load_keras_file
 
-        source = Source(load_keras_file(keras_path), os.path.abspath(keras_path))
+        source = Source(_unrolled(load_keras_file(keras_path)), os.path.abspath(keras_path))
         if run:
             source.checkpoint = files.run_checkpoint(os.path.dirname(source.origin),
                                                      os.path.basename(keras_path))
         if normalisation is None:  # a converted pretrained model carries its preprocessing
             source.model, normalisation = preprocessing.split_normalization(source.model)
-    from keras_preact.scanned import ScannedUnits
-
-    if any(isinstance(layer, ScannedUnits) for layer in source.model.layers):
-        # The artifacts hold the unrolled network (the same weights): every format and
-        # runtime takes it, and the layers read as in the paper.
-        source.model = convert.unroll(source.model)
+    source.model = _unrolled(source.model)
     resolved = run.get("resolved", {})
     source.arch = source.arch or resolved.get("arch")
     source.dataset = dataset or resolved.get("dataset")
@@ -257,19 +252,29 @@ def dataset_normalisation(dataset, data_dir=None, cifar_archive=None):
     return data_lib.channel_stats(images)
 
 
+def _unrolled(model):
+    """The artifacts hold the unrolled network (the same weights): every format and
+    runtime takes it, and the layers read as in the paper."""
+    from keras_preact.models import unroll
+    from keras_preact.scanned import ScannedUnits
+
+    if any(isinstance(layer, ScannedUnits) for layer in model.layers):
+        return unroll(model)
+    return model
+
+
 def describe(model):
     """Placement(s), shortcut(s) and projection(s) of the residual units in ``model``."""
-    from keras_preact.units import ResidualUnit
+    from keras_preact.scanned import residual_units
 
     placements, shortcuts, projections, units = [], [], [], 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, ResidualUnit):
-            units += 1
-            for seen, value in ((placements, layer.placement),
-                                (shortcuts, dict(layer.shortcut_spec)),
-                                (projections, layer.projection)):
-                if value not in seen:
-                    seen.append(value)
+    for unit, count in residual_units(model):
+        units += count
+        for seen, value in ((placements, unit.placement),
+                            (shortcuts, dict(unit.shortcut_spec)),
+                            (projections, unit.projection)):
+            if value not in seen:
+                seen.append(value)
     one = lambda values: values[0] if len(values) == 1 else (values or None)  # noqa: E731
     return {"residual_units": units, "placement": one(placements),
             "shortcut": one(shortcuts), "projection": one(projections)}
@@ -334,7 +339,7 @@ def sample_images(source, split, n, seed=0, raw=True):
     rng = np.random.default_rng(seed)
     shape = source.input_shape
     if source.dataset == "imagenet2012":
-        tf = data_lib._tf()
+        tf = data_lib.tensorflow()
         ds = data_lib.load_tfds("imagenet2012", "train" if split == "train" else "validation",
                                 data_dir=source.data_dir)
         images = np.stack([data_lib.imagenet_eval_crop(tf, x, shape[0]).numpy()

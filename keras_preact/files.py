@@ -31,8 +31,6 @@ import socket
 import time
 import uuid
 
-from keras_preact._validation import UserError
-
 FAULT_ENV = "KERAS_PREACT_FAULT"
 _TMP_TAG = ".tmp-"
 # The markers of what keras_preact writes: a run directory's config.json carries
@@ -43,8 +41,9 @@ RUN_RESULTS, RUN_CHECKPOINTS = "results.json", "checkpoints.json"  # (a finished
 EXPORT_MANIFEST = "manifest.json"
 
 
-class RefusedError(UserError, RuntimeError):
-    """A write that would lose something we did not write, or that another process holds."""
+class RefusedError(RuntimeError):
+    """A write that would lose something we did not write, or that another process holds.
+    (Like ``UserError``, the scripts print it as one line and exit 2.)"""
 
 
 class Busy(RefusedError):
@@ -115,7 +114,7 @@ def remove_path(path):
         os.remove(path)
 
 
-class DiskFull(UserError, OSError):
+class DiskFull(OSError):
     """A write ran out of space (named, where the writer's own error names no file)."""
 
 

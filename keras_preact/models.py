@@ -35,6 +35,7 @@ Layouts (the paper's appendix and the authors' code):
 
 import inspect
 import json
+import math
 import os
 import re
 import warnings
@@ -45,10 +46,12 @@ from keras import layers
 
 from keras_preact._validation import check_choice, check_int
 from keras_preact.catalog import (  # noqa: F401 - the depth tables are public here too
+    CIFAR_DEPTHS,
     CIFAR_STRIDES,
     CIFAR_UNITS_PER_STAGE,
     CIFAR_WIDTHS,
     EXPANSION,
+    FAMILY_DEFAULTS,
     FORMS,
     IMAGENET_STAGES,
     IMAGENET_STRIDES,
@@ -60,7 +63,10 @@ from keras_preact.catalog import (  # noqa: F401 - the depth tables are public h
     is_keras_applications_file,
     cifar_stage_units,
     imagenet_stages,
+    resolve_shortcut,
 )
+from keras_preact.preprocessing import normalization as normalization_layer
+from keras_preact.registry import pretrained_source
 from keras_preact.scanned import (
     ScannedUnits,
     assign_unrolled,
@@ -75,12 +81,6 @@ from keras_preact.units import PLACEMENTS, ResidualUnit, check_sync_bn
 POOLINGS = (None, "avg", "max")
 IMAGENET_WEIGHTS_DEPTHS = tuple(IMAGENET_WEIGHTS)
 
-# Defaults of each family: input shape, classes, which conv carries the stride.
-FAMILY_DEFAULTS = {
-    "cifar": dict(input_shape=(32, 32, 3), classes=10, stride_on="first"),
-    "imagenet": dict(input_shape=(224, 224, 3), classes=1000, stride_on="3x3"),
-    "imagenet_cifar_stem": dict(input_shape=(32, 32, 3), classes=10, stride_on="3x3"),
-}
 # The residual units' own options, as ResidualUnit's signature names them; the
 # builder sets filters, strides and form itself and shares the BN and
 # regulariser settings with its stem and head.
@@ -273,33 +273,17 @@ def _check_unit_options(unit_options):
         )
 
 
-# -- the generic builder -----------------------------------------------------
-def build_resnet(
-    stage_units,
-    widths,
-    strides,
-    form,
-    stem,
-    *,
-    include_top=True,
-    weights=None,
-    input_tensor=None,
-    input_shape=None,
-    pooling=None,
-    classes=10,
-    classifier_activation="softmax",
-    name="resnet",
-    placement="full_preact",
-    layout="paper",
-    bn_momentum=None,
-    bn_epsilon=None,
-    sync_bn=False,
-    kernel_regularizer=None,
-    scan_units=False,
-    remat=False,
-    **unit_options,
-):
-    """Build a residual network from a stage table. The named builders call this.
+# -- the network -----------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="keras_preact")
+class PreActResNet(keras.Model):
+    """A residual network of the paper, built from a stage table; it carries its
+    configuration.
+
+    A functional ``keras.Model`` (as keras-hub's backbones are): ``get_config()`` holds
+    exactly the arguments below and ``from_config()`` rebuilds the same network, so
+    whatever reads a network back (scan and unroll, export, the converters, the
+    analysis) rebuilds it from its configuration. The named builders
+    (``PreActResNet164`` ...) only bind a stage table and defaults.
 
     Args:
         stage_units: residual units per stage, e.g. ``(18, 18, 18)``.
@@ -307,9 +291,9 @@ def build_resnet(
         strides: stride of each stage (on its first unit; see ``layout``).
         form: ``"basic"`` or ``"bottleneck"``.
         stem: ``"cifar"`` (3x3/1 conv) or ``"imagenet"`` (7x7/2 conv, max-pool).
-        include_top ... name: the keras.applications arguments. ``weights`` is
-            None, or a ``.keras`` or ``.weights.h5`` file of this architecture
-            (``weights="imagenet"`` is handled by the ImageNet builders).
+        include_top, input_shape, pooling, classes, classifier_activation, name: as
+            keras.applications' (``input_tensor`` too: the network then starts at that
+            tensor's source inputs).
         placement: the residual unit of Fig. 4 (``keras_preact.units.PLACEMENTS``).
         layout: ``"paper"``, ``"timm"`` or ``"keras_applications"``
             (``keras_preact.catalog.LAYOUTS``); the latter two need the ImageNet
@@ -322,46 +306,163 @@ def build_resnet(
             network, traced and compiled once per run instead of once per unit.
         remat: recompute the scanned units' activations in the backward pass
             (needs ``scan_units=True``): activation memory stops growing with depth.
+        normalization: ``(mean, std)`` per channel on the input's scale, applied by a
+            first ``Rescaling`` layer named ``normalize`` (the converters' preprocessing);
+            None: the network takes its inputs as they are.
+        dtype: the dtype policy of every layer (default: the global policy).
         **unit_options: the residual units' own options (``shortcut``,
             ``projection``, ``stride_on``, ``zero_init_residual``, ...; see
             ``keras_preact.units.ResidualUnit``).
+
+    Attributes:
+        pyramid_outputs: ``{"P<level>": feature map}``, the last feature map of each
+            stage by level (its stride is ``2**level``), keras-hub's
+            ``FeaturePyramidBackbone`` convention, for a detection or segmentation
+            head (where two stages share a level, the later one's).
     """
-    form = check_choice("residual form", form, FORMS)
-    stem = check_choice("stem", stem, STEMS)
-    layout = check_choice("layout", layout, LAYOUTS)
-    unit_cls = PLACEMENTS[check_choice("placement", placement, PLACEMENTS)]
-    _check_unit_options(unit_options)
-    unit_options = _layout_options(layout, stem, unit_cls, unit_options)
-    _check_top(include_top, pooling, classes, classifier_activation)
-    if remat and not scan_units:
-        raise ValueError("remat=True recomputes the activations of scanned units; use it "
-                         "with scan_units=True.")
+
+    def __init__(self, stage_units, widths, strides, form="bottleneck", stem="cifar", *,
+                 include_top=True, input_shape=None, pooling=None, classes=10,
+                 classifier_activation="softmax", placement="full_preact", layout="paper",
+                 bn_momentum=None, bn_epsilon=None, sync_bn=False, kernel_regularizer=None,
+                 scan_units=False, remat=False, normalization=None, input_tensor=None,
+                 name="resnet", dtype=None, trainable=True, **unit_options):
+        form = check_choice("residual form", form, FORMS)
+        stem = check_choice("stem", stem, STEMS)
+        layout = check_choice("layout", layout, LAYOUTS)
+        unit_cls = PLACEMENTS[check_choice("placement", placement, PLACEMENTS)]
+        _check_unit_options(unit_options)
+        fixed = _layout_options(layout, stem, unit_cls, unit_options)
+        _check_top(include_top, pooling, classes, classifier_activation)
+        if remat and not scan_units:
+            raise ValueError("remat=True recomputes the activations of scanned units; use it "
+                             "with scan_units=True.")
+        if "shortcut" in unit_options:
+            unit_options["shortcut"] = resolve_shortcut(unit_options["shortcut"])
+        policy = keras.dtype_policies.get(dtype) if dtype is not None else None
+        momentum, epsilon = LAYOUT_BN[layout]
+        shared = dict(bn_momentum=momentum if bn_momentum is None else bn_momentum,
+                      bn_epsilon=epsilon if bn_epsilon is None else bn_epsilon,
+                      sync_bn=check_sync_bn(sync_bn),
+                      kernel_regularizer=keras.regularizers.get(kernel_regularizer),
+                      dtype=policy)
+        preact_net = bool(unit_cls.preactivation)
+
+        total_stride = (4 if stem == "imagenet" else 1) * math.prod(strides)
+        inputs, x = _inputs(input_tensor, input_shape, total_stride, policy)
+        if normalization is not None:
+            x = normalization_layer(*normalization)(x)
+        x, first_preact = _stem(x, stem, layout, widths[0], preact_net, **shared)
+        x, stage_outputs = _stages(
+            x, unit_cls, _unit_plan(layout, stage_units, strides, first_preact), widths,
+            form, scan=(bool(scan_units), bool(remat)), stride=total_stride // math.prod(strides),
+            **shared, **fixed)
+        if preact_net:  # the extra BN-ReLU after the last addition
+            x = layers.BatchNormalization(name="post_bn", **_bn_kw(**shared))(x)
+            x = layers.ReLU(name="post_relu", dtype=policy)(x)
+        x = _head(x, include_top, pooling, classes, classifier_activation, **shared)
+        super().__init__(inputs, x, name=name, trainable=trainable)
+
+        self._arguments = dict(
+            stage_units=list(stage_units), widths=list(widths), strides=list(strides),
+            form=form, stem=stem, include_top=bool(include_top),
+            input_shape=list(self.input_shape[1:]) if input_tensor is None
+            else list(input_tensor.shape[1:]),
+            pooling=pooling, classes=classes, classifier_activation=classifier_activation,
+            placement=placement, layout=layout, bn_momentum=bn_momentum,
+            bn_epsilon=bn_epsilon, sync_bn=shared["sync_bn"],
+            kernel_regularizer=shared["kernel_regularizer"], scan_units=bool(scan_units),
+            remat=bool(remat),
+            normalization=None if normalization is None
+            else [list(map(float, v)) for v in normalization],
+            **unit_options)
+        self._policy = policy or keras.config.dtype_policy()
+        # The layers before an input tensor, serialised (as JSON reads them back): a
+        # sub-model attribute would be tracked as a second owner of their weights.
+        self._front = None
+        if input_tensor is not None and not _is_input(input_tensor):
+            self._front = json.dumps(keras.saving.serialize_keras_object(
+                keras.Model(self.inputs, input_tensor, name=f"{name}_input")))
+        self.pyramid_outputs = {f"P{level}": out for level, out in stage_outputs.items()}
+
+    # -- what the network is -------------------------------------------------------
+    @property
+    def depth(self):
+        """The paper's depth: layers on the longest path (2 or 3 per unit, stem, top)."""
+        units = sum(self._arguments["stage_units"])
+        return units * (2 if self._arguments["form"] == "basic" else 3) + 2
+
+    def options(self):
+        """The network's arguments (a copy): what ``get_config`` holds, as objects."""
+        return dict(self._arguments)
+
+    def replace(self, **changes):
+        """A new network of this configuration with ``changes`` (fresh weights)."""
+        config = {**self.get_config(), **changes}
+        return type(self).from_config(config)
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable,
+                  "dtype": self._policy.name, **self._arguments}
+        config["kernel_regularizer"] = keras.regularizers.serialize(
+            config["kernel_regularizer"]) if config["kernel_regularizer"] else None
+        activation = config["classifier_activation"]
+        if activation is not None and not isinstance(activation, str):
+            config["classifier_activation"] = keras.activations.serialize(activation)
+        if self._front is not None:
+            config["input_model"] = json.loads(self._front)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        front = config.pop("input_model", None)
+        if front is not None:
+            front = keras.saving.deserialize_keras_object(front, custom_objects=custom_objects)
+            config["input_tensor"] = front.outputs[0]
+            config.pop("input_shape", None)
+        if config.get("kernel_regularizer") is not None:
+            config["kernel_regularizer"] = keras.regularizers.deserialize(
+                config["kernel_regularizer"], custom_objects=custom_objects)
+        return cls(**config)
+
+
+def scan(model, remat=False):
+    """``model`` rebuilt from its configuration with ``scan_units=True`` (each run of
+    identical units that keep their input's shape in one ``ScannedUnits`` layer), and
+    the same weights."""
+    return _rebuilt(model, scan_units=True, remat=bool(remat))
+
+
+def unroll(model):
+    """``model`` rebuilt with every unit its own layer, named as the builders name them,
+    and the same weights: what a format that cannot hold a loop, or a tool that walks
+    the units, needs."""
+    return _rebuilt(model, scan_units=False, remat=False)
+
+
+def _rebuilt(model, **changes):
+    if not isinstance(model, PreActResNet):
+        raise ValueError(
+            f"{getattr(model, 'name', model)!r} is not a keras_preact.PreActResNet: scan and "
+            "unroll rebuild a network from its configuration. (A .keras file written before "
+            "keras_preact 0.2.0 loads as a plain keras.Model: build the network with its "
+            "builder and load the file with keras_preact.load_weights.)")
+    new = model.replace(**changes)
+    assign_unrolled(new, unrolled_weights(model))
+    return new
+
+
+def build_resnet(stage_units, widths, strides, form, stem, *, weights=None, **options):
+    """A ``PreActResNet`` of this stage table (its arguments, see there) with ``weights``:
+    None, or a ``.keras`` or ``.weights.h5`` file of this architecture
+    (``weights="imagenet"`` is handled by the ImageNet builders)."""
     weights = _check_weights(weights)
     if weights == "imagenet" or is_keras_applications_file(weights):
         raise ValueError(
             "weights='imagenet' (keras.applications' ResNet V2 weights, or their .h5 file) "
             "exists only for PreActResNet50, PreActResNet101 and PreActResNet152.")
-    sync_bn = check_sync_bn(sync_bn)
-    momentum, epsilon = LAYOUT_BN[layout]
-    shared = dict(bn_momentum=momentum if bn_momentum is None else bn_momentum,
-                  bn_epsilon=epsilon if bn_epsilon is None else bn_epsilon,
-                  sync_bn=sync_bn, kernel_regularizer=kernel_regularizer)
-    preact_net = bool(unit_cls.preactivation)
-
-    inputs = _inputs(input_tensor, input_shape, (4 if stem == "imagenet" else 1)
-                     * _product(strides))
-    x, first_preact = _stem(inputs, stem, layout, widths[0], preact_net, **shared)
-    x = _stages(x, unit_cls, _unit_plan(layout, stage_units, strides, first_preact),
-                widths, form, scan=(bool(scan_units), bool(remat)), **shared, **unit_options)
-    if preact_net:  # the extra BN-ReLU after the last addition
-        x = layers.BatchNormalization(name="post_bn", **_bn_kw(**shared))(x)
-        x = layers.ReLU(name="post_relu")(x)
-    x = _head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer)
-
-    if input_tensor is not None:
-        sources = keras.utils.get_source_inputs(input_tensor)
-        inputs = sources[0] if len(sources) == 1 else sources
-    model = keras.Model(inputs, x, name=name)
+    model = PreActResNet(stage_units, widths, strides, form, stem, **options)
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -389,13 +490,6 @@ def _layout_options(layout, stem, unit_cls, unit_options):
     return {**unit_options, **fixed}
 
 
-def _product(values):
-    out = 1
-    for v in values:
-        out *= v
-    return out
-
-
 def _check_top(include_top, pooling, classes, classifier_activation):
     if pooling not in POOLINGS:
         raise ValueError(f"Unknown pooling {pooling!r}. Valid choices: None, 'avg', 'max'.")
@@ -416,47 +510,57 @@ def _check_top(include_top, pooling, classes, classifier_activation):
         ) from None
 
 
-def _inputs(input_tensor, input_shape, total_stride):
+def _inputs(input_tensor, input_shape, total_stride, policy):
+    """(the network's inputs, the tensor its stem reads)."""
     if input_tensor is None:
-        return keras.Input(shape=_check_input_shape(input_shape, total_stride), name="image")
+        dtype = None if policy is None else policy.variable_dtype
+        inputs = keras.Input(shape=_check_input_shape(input_shape, total_stride),
+                             name="image", dtype=dtype)
+        return inputs, inputs
     if not keras.backend.is_keras_tensor(input_tensor):
         raise ValueError(
             "`input_tensor` must be a symbolic Keras tensor (from keras.Input "
             f"or another layer), got {type(input_tensor).__name__}."
         )
     _check_input_shape(input_tensor.shape[1:], total_stride)
-    return input_tensor
+    sources = keras.utils.get_source_inputs(input_tensor)
+    return (sources[0] if len(sources) == 1 else sources), input_tensor
 
 
-def _bn_kw(bn_momentum, bn_epsilon, sync_bn, **_):
-    return dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn)
+def _is_input(tensor):
+    return any(tensor is source for source in keras.utils.get_source_inputs(tensor))
 
 
-def _conv_kw(kernel_regularizer, use_bias=False, **_):
+def _bn_kw(bn_momentum, bn_epsilon, sync_bn, dtype=None, **_):
+    return dict(momentum=bn_momentum, epsilon=bn_epsilon, synchronized=sync_bn, dtype=dtype)
+
+
+def _conv_kw(kernel_regularizer, use_bias=False, dtype=None, **_):
     return dict(use_bias=use_bias, kernel_initializer=he_normal_fan_out(),
-                kernel_regularizer=kernel_regularizer)
+                kernel_regularizer=kernel_regularizer, dtype=dtype)
 
 
 def _stem(x, stem, layout, width, preact_net, **shared):
     """The stem, and how the first unit is pre-activated after it."""
+    dtype = shared.get("dtype")
     if stem == "cifar":
         x = layers.Conv2D(width, 3, padding="same", name="stem_conv", **_conv_kw(**shared))(x)
         if not preact_net:
             x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
-            x = layers.ReLU(name="stem_relu")(x)
+            x = layers.ReLU(name="stem_relu", dtype=dtype)(x)
         return x, "shared"
-    x = layers.ZeroPadding2D(3, name="stem_pad")(x)
+    x = layers.ZeroPadding2D(3, name="stem_pad", dtype=dtype)(x)
     x = layers.Conv2D(width, 7, strides=2, name="stem_conv",
-                      **_conv_kw(**shared, use_bias=layout == "keras_applications"))(x)
+                      **_conv_kw(**{**shared, "use_bias": layout == "keras_applications"}))(x)
     if layout == "paper":
         x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
-        x = layers.ReLU(name="stem_relu")(x)
-        x = layers.ZeroPadding2D(1, name="pool_pad")(x)  # exact: the input is >= 0
-        return layers.MaxPooling2D(3, strides=2, name="stem_pool")(x), "none"
+        x = layers.ReLU(name="stem_relu", dtype=dtype)(x)
+        x = layers.ZeroPadding2D(1, name="pool_pad", dtype=dtype)(x)  # exact: the input is >= 0
+        return layers.MaxPooling2D(3, strides=2, name="stem_pool", dtype=dtype)(x), "none"
     if layout == "timm":
-        return PaddedMaxPooling2D(3, 2, 1, name="stem_pool")(x), "auto"
-    x = layers.ZeroPadding2D(1, name="pool_pad")(x)  # keras.applications' zeros, as published
-    return layers.MaxPooling2D(3, strides=2, name="stem_pool")(x), "auto"
+        return PaddedMaxPooling2D(3, 2, 1, name="stem_pool", dtype=dtype)(x), "auto"
+    x = layers.ZeroPadding2D(1, name="pool_pad", dtype=dtype)(x)  # keras.applications' zeros
+    return layers.MaxPooling2D(3, strides=2, name="stem_pool", dtype=dtype)(x), "auto"
 
 
 def _unit_plan(layout, stage_units, strides, first_preact):
@@ -479,10 +583,13 @@ def _unit_plan(layout, stage_units, strides, first_preact):
     return plan
 
 
-def _stages(x, unit_cls, plan, widths, form, scan=(False, False), **unit_kw):
-    """The residual stages, one unit per entry of ``plan``; with ``scan=(True, remat)``
+def _stages(x, unit_cls, plan, widths, form, scan=(False, False), stride=1, **unit_kw):
+    """The residual stages, one unit per entry of ``plan``, and ``{level: the last
+    feature map at that level}`` (level: log2 of its stride, the stem's ``stride``
+    included); with ``scan=(True, remat)``
     each run of identical units that keep their input's shape is one ``ScannedUnits``."""
     scan_units, remat = scan
+    levels = {}
     for s, (stage, width) in enumerate(zip(plan, widths), start=1):
         units = [{**unit_kw, **{k: v for k, v in options.items()
                                 if k != "preact" or unit_cls.preactivation}}
@@ -496,20 +603,24 @@ def _stages(x, unit_cls, plan, widths, form, scan=(False, False), **unit_kw):
             name = f"stage{s}_unit{start + 1}"
             unit = unit_cls(width, form=form, name=name, **units[start])
             if count > 1:
-                unit = ScannedUnits(unit, count, remat=remat, name=scanned_name(name, count))
+                unit = ScannedUnits(unit, count, remat=remat, name=scanned_name(name, count),
+                                    dtype=unit_kw.get("dtype"))
             x = unit(x)
-    return x
+        stride *= math.prod(options["strides"] for options in stage)
+        levels[stride.bit_length() - 1] = x
+    return x, levels
 
 
-def _head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer):
+def _head(x, include_top, pooling, classes, classifier_activation, kernel_regularizer,
+          dtype=None, **_):
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)(x)
         return layers.Dense(classes, activation=classifier_activation, name="predictions",
-                            kernel_regularizer=kernel_regularizer)(x)
+                            kernel_regularizer=kernel_regularizer, dtype=dtype)(x)
     if pooling == "avg":
-        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        return layers.GlobalAveragePooling2D(name="avg_pool", dtype=dtype)(x)
     if pooling == "max":
-        return layers.GlobalMaxPooling2D(name="max_pool")(x)
+        return layers.GlobalMaxPooling2D(name="max_pool", dtype=dtype)(x)
     return x
 
 
@@ -556,11 +667,10 @@ def preact_resnet_imagenet(depth, *, stem="imagenet", layout=None, weights=None,
         layout = "keras_applications" if pretrained else "paper"
     layout = check_choice("layout", layout, LAYOUTS)
     if pretrained:
-        from keras_preact import convert
-
         _check_pretrained(depth, stem, layout, placement, include_top, classes, kwargs)
+        source = pretrained_source("imagenet")
         if weights == "imagenet":  # fetched before the build: offline fails at once
-            weights = convert.imagenet_weights_path(depth, include_top)
+            weights = source.fetch(depth, include_top)
             cached = True
     defaults = FAMILY_DEFAULTS["imagenet" if stem == "imagenet" else "imagenet_cifar_stem"]
     suffix = ("" if stem == "imagenet" else "_cifar") + ("" if layout == "paper" else f"_{layout}")
@@ -574,7 +684,7 @@ def preact_resnet_imagenet(depth, *, stem="imagenet", layout=None, weights=None,
         placement=placement, **kwargs,
     )
     if pretrained:
-        convert.load_imagenet_weights(model, depth, include_top, weights, keep=cached)
+        source.load(model, depth, include_top, weights, keep=cached)
     return model
 
 
@@ -640,17 +750,9 @@ def _named_builder(family, depth, form=None):
     return builder
 
 
-PreActResNet20 = _named_builder("cifar", 20, "basic")
-PreActResNet32 = _named_builder("cifar", 32, "basic")
-PreActResNet44 = _named_builder("cifar", 44, "basic")
-PreActResNet56 = _named_builder("cifar", 56, "basic")
-PreActResNet110 = _named_builder("cifar", 110, "basic")
-PreActResNet1202 = _named_builder("cifar", 1202, "basic")
-PreActResNet164 = _named_builder("cifar", 164, "bottleneck")
-PreActResNet1001 = _named_builder("cifar", 1001, "bottleneck")
-PreActResNet18 = _named_builder("imagenet", 18)
-PreActResNet34 = _named_builder("imagenet", 34)
-PreActResNet50 = _named_builder("imagenet", 50)
-PreActResNet101 = _named_builder("imagenet", 101)
-PreActResNet152 = _named_builder("imagenet", 152)
-PreActResNet200 = _named_builder("imagenet", 200)
+# The named builders, one per depth of the catalog's tables.
+_NAMED = {f"PreActResNet{depth}": _named_builder("cifar", depth, form)
+          for depth, form in CIFAR_DEPTHS.items()}
+_NAMED.update({f"PreActResNet{depth}": _named_builder("imagenet", depth)
+               for depth in IMAGENET_STAGES})
+globals().update(_NAMED)

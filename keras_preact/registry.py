@@ -13,6 +13,7 @@ The registry is plain data (no Keras import), so command lines can list and chec
 arch names without loading a backend; ``spec.builder`` imports the builders.
 """
 
+import collections
 import dataclasses
 import importlib
 
@@ -74,6 +75,25 @@ def paper_shortcut_error(arch, dataset, shortcut):
     return None
 
 
+# Where pretrained weights come from. The builders never download: the layer above them
+# (keras_preact.convert, which the package imports) registers each source here.
+PretrainedSource = collections.namedtuple("PretrainedSource", "fetch load")
+_PRETRAINED = {}
+
+
+def register_pretrained(name, fetch, load):
+    """Let the builders' ``weights=name`` call ``fetch(depth, include_top) -> path``, then
+    ``load(model, depth, include_top, path, keep)``."""
+    _PRETRAINED[name] = PretrainedSource(fetch, load)
+
+
+def pretrained_source(name):
+    if name not in _PRETRAINED:
+        raise ValueError(f"weights={name!r} needs keras_preact.convert, which registers it: "
+                         "import keras_preact.convert first.")
+    return _PRETRAINED[name]
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """What an arch name stands for."""
@@ -104,48 +124,45 @@ class ModelSpec:
         return self.builder(**kwargs)
 
 
-def _cifar(depth, form, params):
+def _cifar(depth, form):
+    defaults = catalog.FAMILY_DEFAULTS["cifar"]
     return ModelSpec(
         name=f"resnet{depth}", builder_name=f"PreActResNet{depth}",
         family="cifar", depth=depth, form=form,
         stage_units=catalog.cifar_stage_units(depth, form), dataset="cifar10",
-        input_shape=(32, 32, 3), classes=10, params=params,
+        input_shape=defaults["input_shape"], classes=defaults["classes"],
+        params=PARAMS[f"resnet{depth}"],
     )
 
 
-def _imagenet(depth, params, stem="imagenet"):
+def _imagenet(depth, stem="imagenet"):
     form, units = catalog.IMAGENET_STAGES[depth]
     cifar_stem = stem == "cifar"
+    defaults = catalog.FAMILY_DEFAULTS["imagenet_cifar_stem" if cifar_stem else "imagenet"]
+    name = f"resnet{depth}" + ("_cifar" if cifar_stem else "")
     return ModelSpec(
-        name=f"resnet{depth}" + ("_cifar" if cifar_stem else ""),
-        builder_name=f"PreActResNet{depth}",
+        name=name, builder_name=f"PreActResNet{depth}",
         family="imagenet", depth=depth, form=form, stage_units=units,
         dataset="cifar10" if cifar_stem else "imagenet2012",
-        input_shape=(32, 32, 3) if cifar_stem else (224, 224, 3),
-        classes=10 if cifar_stem else 1000, params=params, stem=stem,
+        input_shape=defaults["input_shape"], classes=defaults["classes"],
+        params=PARAMS[name], stem=stem,
     )
 
 
-# Trainable parameter counts are those of the default configuration; the test
-# suite rebuilds every model and checks them, and checks the paper's figures
-# (ResNet-164 1,703,258; ResNet-1001 10,327,706) independently.
-_SPECS = (
-    _cifar(20, "basic", 272_282),
-    _cifar(32, "basic", 466_714),
-    _cifar(44, "basic", 661_146),
-    _cifar(56, "basic", 855_578),
-    _cifar(110, "basic", 1_730_522),
-    _cifar(1202, "basic", 19_423_834),
-    _cifar(164, "bottleneck", 1_703_258),
-    _cifar(1001, "bottleneck", 10_327_706),
-    _imagenet(18, 11_687_720),
-    _imagenet(34, 21_795_880),
-    _imagenet(50, 25_549_352),
-    _imagenet(101, 44_541_480),
-    _imagenet(152, 60_185_128),
-    _imagenet(200, 64_666_152),
-    _imagenet(18, 11_172_170, stem="cifar"),
-)
+# Trainable parameters of each arch's default configuration (full_preact, identity). The
+# test suite rebuilds every model and checks them against a count by hand, and checks the
+# paper's figures (ResNet-164 1,703,258; ResNet-1001 10,327,706) independently.
+PARAMS = {
+    "resnet20": 272_282, "resnet32": 466_714, "resnet44": 661_146, "resnet56": 855_578,
+    "resnet110": 1_730_522, "resnet1202": 19_423_834, "resnet164": 1_703_258,
+    "resnet1001": 10_327_706, "resnet18": 11_687_720, "resnet34": 21_795_880,
+    "resnet50": 25_549_352, "resnet101": 44_541_480, "resnet152": 60_185_128,
+    "resnet200": 64_666_152, "resnet18_cifar": 11_172_170,
+}
+# The archs: every depth of the catalog's tables, and ResNet-18 with the CIFAR stem.
+_SPECS = (*(_cifar(depth, form) for depth, form in catalog.CIFAR_DEPTHS.items()),
+          *(_imagenet(depth) for depth in catalog.IMAGENET_STAGES),
+          _imagenet(18, stem="cifar"))
 MODELS = {spec.name: spec for spec in _SPECS}
 
 

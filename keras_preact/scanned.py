@@ -45,10 +45,16 @@ class ScannedUnits(keras.layers.Layer):
             raise TypeError(f"`unit` must be a residual unit layer, got {unit!r}.")
         self.count = check_int("count", count, minimum=1)
         self.remat = bool(remat)
-        # Not tracked: the template's own variables are never used (each step gets its
-        # slice of the stacked ones), so they must not count as the layer's weights.
-        object.__setattr__(self, "template", unit)
+        # Held in a plain box, which Keras does not track: the template's own variables
+        # are never used (each step gets its slice of the stacked ones), so they must
+        # not count as the layer's weights.
+        self._box = _Box(unit)
         self.slots = []  # (path inside a unit, stacked weight), in the template's order
+
+    @property
+    def template(self):
+        """The unit applied at every step (its own variables unused)."""
+        return self._box.unit
 
     @property
     def unit_names(self):
@@ -163,6 +169,16 @@ def runs(keys):
     return out
 
 
+def residual_units(model):
+    """``(unit, count)`` of each residual-unit layer of ``model`` in order: a unit with
+    count 1, or a ``ScannedUnits``' template with its count."""
+    for layer in model.layers:
+        if isinstance(layer, ScannedUnits):
+            yield layer.template, layer.count
+        elif hasattr(layer, "shortcut_spec"):  # a keras_preact.units.ResidualUnit
+            yield layer, 1
+
+
 def unrolled_weights(model):
     """``{path: value}`` of every weight of ``model`` as the unrolled network names it
     (``stage1_unit5/conv1/kernel``), whichever form ``model`` is in."""
@@ -234,3 +250,10 @@ class _Stacked:
 
     def __call__(self, shape, dtype=None):
         return ops.stack([v.value for v in self.variables])
+
+
+class _Box:
+    """A value kept out of Keras' tracking of a layer's attributes."""
+
+    def __init__(self, unit):
+        self.unit = unit

@@ -22,6 +22,7 @@ import keras
 
 from keras_preact import files, registry, rundir
 from keras_preact.scanned import ScannedUnits
+from keras_preact.devices import has_gpu
 from keras_preact._validation import UserError, installed
 from keras_preact.config import (  # noqa: F401 - the configuration API is public here too
     DATASET_NAMES,
@@ -117,17 +118,6 @@ def _worker_path(model_dir, chief, name):
     directory = os.path.join(model_dir, rundir.WORKERS, rundir.worker_id())
     os.makedirs(directory, exist_ok=True)
     return os.path.join(directory, name)
-
-
-def has_gpu():
-    """Whether the backend sees a GPU."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return any(d.platform == "gpu" for d in jax.devices())
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
 
 
 # -- callbacks -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
+from keras_preact import files  # noqa: E402
 from keras_preact._validation import UserError, installed  # noqa: E402
 
 # TensorFlow's C++ start-up logging is silenced unless the user asked for a level.
@@ -69,8 +70,6 @@ def _int_at_least(text, minimum):
 def check_outputs(paths, overwrite):
     """Refuse, before any work, to write ``paths`` (the files of ``--out``) where a file
     exists (unless ``overwrite``), a folder stands, or no folder can be written."""
-    from keras_preact import files
-
     for path in paths:
         files.ensure_directory_possible(os.path.dirname(os.path.abspath(path)),
                                         "the folder of --out")
@@ -131,7 +130,7 @@ def run(main, *args, resume=None):
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main(*args)
-    except (UserError, ValueError, OSError) as e:
+    except (UserError, files.RefusedError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Terminated) as e:

@@ -46,8 +46,7 @@ def parser():
     opt.add_argument("--momentum", type=float, default=c.momentum, help="SGD momentum, in [0, 1)")
     opt.add_argument("--weight-decay", type=float, default=c.weight_decay,
                      help="the paper's (coupled L2) weight decay")
-    opt.add_argument("--no-warmup", dest="warmup", action="store_false",
-                     help="skip the 0.01 warm-up of the first 400 iterations")
+    _switch(opt, "warmup", "skip the 0.01 warm-up of the first 400 iterations")
     opt.add_argument("--warmup-iterations", type=int, metavar="N",
                      help="warm up for N iterations (default: 400, scaled down with "
                      "--iterations/--epochs)")
@@ -59,14 +58,12 @@ def parser():
                      help="batches per epoch (default: the training set's size / batch)")
     opt.add_argument("--seed", type=int, default=c.seed, help="seed of the data order, "
                      "augmentation and initialisation")
-    opt.add_argument("--deterministic", action="store_true",
-                     help="deterministic TensorFlow ops: a resumed run ends with the weights of "
-                     "an uninterrupted one")
+    _switch(opt, "deterministic", "deterministic TensorFlow ops: a resumed run ends with the "
+            "weights of an uninterrupted one")
     dist = p.add_argument_group("distribution and precision")
     dist.add_argument("--strategy", default=c.strategy, choices=cfg.STRATEGIES,
                       help="auto: every visible GPU (JAX: DataParallel), else one device")
-    dist.add_argument("--sync-bn", action="store_true",
-                      help="synchronised BatchNormalization across replicas (TensorFlow)")
+    _switch(dist, "sync_bn", "synchronised BatchNormalization across replicas (TensorFlow)")
     dist.add_argument("--cpu-replicas", type=int,
                       help="split the CPU into N logical devices (to test strategies)")
     dist.add_argument("--mixed-precision", default=c.mixed_precision, choices=cfg.PRECISIONS,
@@ -75,9 +72,8 @@ def parser():
                       help="identical units as one scanned layer, compiled once per stage; "
                       "auto: the faster form by measurement (scanned without XLA; under "
                       "XLA, as on JAX, only ResNet-1001 and 1202); a resumed run keeps its form")
-    dist.add_argument("--remat", action="store_true",
-                      help="recompute the scanned units' activations in the backward pass "
-                      "(less memory, about one more forward pass of time)")
+    _switch(dist, "remat", "recompute the scanned units' activations in the backward pass "
+            "(less memory, about one more forward pass of time)")
     dist.add_argument("--steps-per-execution", type=int, default=c.steps_per_execution,
                       metavar="N", help="training steps per compiled call: fewer round trips "
                       "to the host on an accelerator (results are the same)")
@@ -86,14 +82,19 @@ def parser():
     out = p.add_argument_group("output")
     out.add_argument("--model-dir", required=True, metavar="DIR",
                      help="the run directory (created; rerun the command to resume)")
-    out.add_argument("--overwrite", action="store_true",
-                     help="discard the run in --model-dir (only what keras_preact wrote)")
+    _switch(out, "overwrite", "discard the run in --model-dir (only what keras_preact wrote)")
     out.add_argument("--verbose", default=c.verbose, choices=cfg.VERBOSITY,
                      help="0 silent, 1 progress bar, 2 one line per epoch; auto: 1 on a "
                      "terminal, else 2")
-    out.add_argument("--no-plot", dest="plot", action="store_false",
-                     help="do not draw curves.png")
+    _switch(out, "plot", "do not draw curves.png")
     return p
+
+
+def _switch(group, name, help):
+    """The bool field ``name``'s option, spelled by ``cfg.switch`` (as experiments.py writes it)."""
+    on = getattr(cfg.TrainConfig, name)
+    group.add_argument(cfg.switch(name), dest=name, action="store_false" if on else "store_true",
+                       help=help)
 
 
 def train(config):

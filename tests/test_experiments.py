@@ -30,6 +30,32 @@ def test_each_grid_plans_its_runs_and_their_commands(tmp_path, name, runs):
             == cfg.resolve_config(run.config)
 
 
+# A valid value other than the default, for each field that is not a bool.
+OTHER_VALUES = dict(
+    model_dir="runs/other run", arch="resnet20", dataset="cifar100", placement="original",
+    shortcut="constant_scaling:scale=0", projection="A", batch_size=64, lr=0.05, momentum=0.8,
+    weight_decay=5e-4, warmup_iterations=40, iterations=1000, epochs=3, steps_per_epoch=5,
+    mixed_precision="bfloat16", jit_compile="false", scan_units="on", steps_per_execution=4,
+    seed=3, strategy="mirrored", cpu_replicas=2, eval_size=320, data_dir="/data/tfds",
+    cifar_archive="/data/cifar-10-python.tar.gz", verbose="2")
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(cfg.TrainConfig)])
+def test_train_command_renders_each_field_as_train_py_parses_it(name):
+    usual = getattr(cfg.TrainConfig(model_dir="runs/x"), name)
+    value = (not usual) if isinstance(usual, bool) else OTHER_VALUES[name]
+    config = dataclasses.replace(cfg.TrainConfig(model_dir="runs/x"), **{name: value})
+    argv = shlex.split(experiments.train_command(config))[2:]  # (python scripts/train.py)
+    assert cfg.TrainConfig(**vars(script_module("train").parser().parse_args(argv))) == config
+
+
+def test_train_command_writes_a_bool_given_to_a_choice_as_that_choice():
+    config = cfg.TrainConfig(model_dir="runs/x", jit_compile=True, verbose=2)
+    argv = shlex.split(experiments.train_command(config))[2:]
+    parsed = script_module("train").parser().parse_args(argv)
+    assert (parsed.jit_compile, parsed.verbose) == ("true", "2")
+
+
 def test_table_figures_and_scaled_down_grids(tmp_path):
     table1 = experiments.plan("table1", str(tmp_path))
     assert [r.variant.paper_error() for r in table1] == [

@@ -233,17 +233,16 @@ def test_unroll_scan_round_trip_and_keras_file(tmp_path, rng):
         keras_preact.PreActResNet32(input_shape=SHAPE, scan_units=True, weights=path)
 
 
-def test_scan_leaves_what_it_cannot_scan():
-    """A unit whose output is read twice stays its own layer; non-functional models refuse."""
+def test_scan_refuses_what_it_cannot_rebuild():
+    """Scan and unroll rebuild from the network's configuration: a hand-wired model of
+    units (no configuration) is refused in one line, as is a non-functional one."""
     inputs = keras.Input((8, 8, 16))
     a = keras_preact.units.FullPreActUnit(16, name="b_unit1")(inputs)
     b = keras_preact.units.FullPreActUnit(16, name="b_unit2")(a)
-    c = keras_preact.units.FullPreActUnit(16, name="b_unit3")(b)
-    model = keras.Model(inputs, [c, a])
-    assert [layer.name for layer in convert.scan(model).layers] == [
-        "input_layer", "b_unit1", "b_units2to3"]
-    with pytest.raises(convert.ConversionError, match="not a functional"):
-        convert.scan(keras.Sequential([keras.layers.Dense(2)]))
+    model = keras.Model(inputs, [b, a])
+    for wrong in (model, keras.Sequential([keras.layers.Dense(2)])):
+        with pytest.raises(ValueError, match="not a keras_preact.PreActResNet"):
+            convert.scan(wrong)
 
 
 def test_remat_needs_scan():
