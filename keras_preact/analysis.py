@@ -178,7 +178,7 @@ def parse_source(text):
     return text, "arch", (arch, options)
 
 
-def load_source(kind, value, classes=10, input_shape=None, seed=0):
+def load_network(kind, value, classes=10, input_shape=None, seed=0):
     """``(model, normalisation or None)``: a fresh network (seeded) or a run's checkpoint
     (``last.keras`` of a run directory, with the run's recorded normalisation)."""
     import os
@@ -290,7 +290,7 @@ def measure(sources, data="digits", batch=32, seed=0, bn="auto", cifar_archive=N
     series = {}
     for label, (_, kind, value) in zip(_unique_labels(parsed), parsed):
         shape = (32, 32, 3) if data != "noise" else None
-        model, normalisation = load_source(kind, value, input_shape=shape, seed=seed)
+        model, normalisation = load_network(kind, value, input_shape=shape, seed=seed)
         check_batch(model, batch)
         images, labels = batch_of(data, batch, model.input_shape[1:], seed, cifar_archive,
                                   data_dir, normalisation)

@@ -1,4 +1,13 @@
-"""Compatibility fix: ``MultiWorkerMirroredStrategy`` with Keras 3's ``model.fit``.
+"""Where keras_preact leans on Keras internals: the one module that does.
+
+Every use names the Keras versions it was checked on (3.8 to 3.15) and has a test that
+fails when Keras changes it (``tests/test_compat.py``, ``tests/test_training.py``).
+
+* Keras' error texts, read to say in one line what went wrong when a file is loaded:
+  :func:`refuses_unsafe_code` and :func:`weights_mismatch`.
+* The ``MultiWorkerMirroredStrategy`` fix of Keras 3's TensorFlow trainer, below.
+
+The fix: ``MultiWorkerMirroredStrategy`` with Keras 3's ``model.fit``.
 
 Keras 3 (keras-team/keras#20585, #20329; seen on 3.15) fails in two places of the
 TensorFlow trainer under ``tf.distribute.MultiWorkerMirroredStrategy``:
@@ -22,6 +31,7 @@ whose trainer changed is refused loudly rather than patched blindly.
 
 import functools
 import inspect
+import re
 
 import keras
 
@@ -30,6 +40,32 @@ from keras_preact._validation import UserError
 REDUCE_SYMPTOM = "Invalid reduction dimension"
 USED = set()  # the names of the fixes that ran in this process
 _applied = False
+
+
+# -- Keras' error texts (checked on Keras 3.8-3.15) ----------------------------------
+def refuses_unsafe_code(error):
+    """Whether ``keras.saving.load_model(..., safe_mode=True)`` raised ``error`` because
+    the file carries code (a ``Lambda`` layer): Keras says so only in its message."""
+    return "safe_mode" in str(error) or "unsafe" in str(error).lower()
+
+
+def weights_mismatch(error):
+    """What ``model.load_weights`` of a ``.weights.h5`` file says does not fit, in a few
+    words (the first variable whose shape differs, or how many layers failed and the
+    first failure), or None when ``error`` is not one of those messages."""
+    text = str(error)
+    found = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
+                      r".*?path=([^,\s]+)", text, re.S)
+    if found:
+        return (f"the first mismatch is {found.group(3)}: {found.group(2)} in the file, "
+                f"{found.group(1)} in the model")
+    # Keras' summary of layers it could not load: the count, then the first one's error.
+    many = re.match(r"A total of (\d+) objects could not be loaded\..*?:\s*\n\s*(.+)", text,
+                    re.S)
+    if many:
+        return (f"{many.group(1)} layers could not be loaded; the first: "
+                f"{many.group(2).strip().splitlines()[0]}")
+    return None
 
 
 def _trainer():

@@ -482,12 +482,9 @@ def compare(reference, outputs, precision):
 
 
 def predict(model, images, batch_size=64):
-    import keras
-
-    outs = [model(images[i:i + batch_size], training=False)
-            for i in range(0, len(images), batch_size)]
-    return {k: np.concatenate([keras.ops.convert_to_numpy(o[k]) for o in outs]).astype("float32")
-            for k in outs[0]}
+    """``{output name: float32 array}`` of ``model`` on ``images``."""
+    return {k: np.asarray(v, "float32")
+            for k, v in model.predict(images, batch_size=batch_size, verbose=0).items()}
 
 
 # -- writing -------------------------------------------------------------------------

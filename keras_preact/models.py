@@ -37,13 +37,13 @@ import inspect
 import json
 import math
 import os
-import re
 import warnings
 import zipfile
 
 import keras
 from keras import layers
 
+from keras_preact import compat
 from keras_preact._validation import check_choice, check_int
 from keras_preact.catalog import (  # noqa: F401 - the depth tables are public here too
     CIFAR_DEPTHS,
@@ -136,7 +136,7 @@ def load_keras_file(path):
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except ValueError as e:
-        if "safe_mode" in str(e) or "unsafe" in str(e).lower():
+        if compat.refuses_unsafe_code(e):
             raise ValueError(
                 f"Refusing to load {path!r}: loading it would run code it carries (a Lambda "
                 "layer or other Python code), and keras_preact loads models only with "
@@ -204,15 +204,7 @@ def load_weights(model, path):
             warnings.filterwarnings("ignore", message="Skipping nested container")
             model.load_weights(path)
     except (ValueError, OSError, KeyError) as e:
-        found = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
-                          r".*?path=([^,\s]+)", str(e), re.S)
-        # Keras' summary of layers it could not load: the count, then the first one's error.
-        many = re.match(r"A total of (\d+) objects could not be loaded\..*?:\s*\n\s*(.+)",
-                        str(e), re.S)
-        detail = (f"the first mismatch is {found.group(3)}: {found.group(2)} in the file, "
-                  f"{found.group(1)} in the model" if found else
-                  f"{many.group(1)} layers could not be loaded; the first: "
-                  f"{_first_line(many.group(2))}" if many else _first_line(e))
+        detail = compat.weights_mismatch(e) or _first_line(e)
         raise ValueError(
             f"The weights in {path!r} do not fit {model.name!r} ({detail}; .weights.h5 files "
             "are matched by position). Build the same architecture (arch, placement, "

@@ -213,6 +213,24 @@ def inspect(model_dir):
     return found
 
 
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """A run's configuration, resolved, and what opening its folder will do (``check``)."""
+
+    config: object
+    action: str
+    found: object
+
+
+def prepare(config):
+    """Resolve ``config`` and check its run directory, once per run: every check that
+    needs no backend. ``training.train`` takes the result as it is."""
+    from keras_preact.config import resolve_config
+
+    resolved = resolve_config(config)
+    return Checked(resolved, *check(resolved))
+
+
 def check(config, probe_lock=True):
     """Decide what opening ``config.model_dir`` will do: ``"new"``, ``"resume"``,
     ``"finished"`` or ``"overwrite"``; raise ``RefusedError`` (saying what to do)

@@ -267,9 +267,10 @@ def _own(owned, *paths):
 
 # -- the training entry point ----------------------------------------------------
 def train(config, log=print):
-    """Train (or resume) the run described by ``config``; return its results dict."""
-    config = resolve_config(config)
-    action, found = rundir.check(config)
+    """Train (or resume) the run described by ``config`` (a ``TrainConfig``, or what
+    ``rundir.prepare`` made of one); return its results dict."""
+    checked = config if isinstance(config, rundir.Checked) else rundir.prepare(config)
+    config, action, found = checked.config, checked.action, checked.found
     if action == "finished":
         _report_finished(config, found.results, log)
         return found.results
@@ -367,6 +368,8 @@ def augment_in_step(model, augmentation, n_replicas=1):
 
     Overriding ``train_step`` is Keras' way to change what ``fit`` does; it is done on
     the instance, so the model (and every file saved from it) stays the plain network.
+    On JAX the step receives its variables as Keras' guide to a custom ``fit`` with JAX
+    documents them: ``(trainable, non_trainable, optimizer, metrics)``.
     """
     keras_step, optimizer = model.train_step, model.optimizer
     position = next(i for i, v in enumerate(optimizer.variables) if v is optimizer.iterations)
@@ -375,7 +378,8 @@ def augment_in_step(model, augmentation, n_replicas=1):
         *state, data = args  # JAX passes the step's variables (state, data); TensorFlow data
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if state:
-            counter = state[0][2][position]  # the optimizer's variables, as traced
+            _, _, optimizer_variables, _ = state[0]  # as traced (JAX)
+            counter = optimizer_variables[position]
         else:
             counter = optimizer.iterations.value * n_replicas + _replica_id()
         data = keras.utils.pack_x_y_sample_weight(augmentation(images, counter), labels,

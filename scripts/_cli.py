@@ -28,7 +28,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text \
-                and action.option_strings and not isinstance(action, argparse._StoreFalseAction):
+                and action.option_strings and action.nargs != 0:  # a flag says its effect
             text += " (default: %(default)s)"
         return text
 

@@ -100,11 +100,11 @@ def _switch(group, name, help):
 def train(config):
     from keras_preact import rundir
 
-    rundir.check(cfg.resolve_config(config))  # every check that needs no backend, first
+    checked = rundir.prepare(config)  # every check that needs no backend, first
     _cli.import_tensorflow()
     from keras_preact import training
 
-    training.train(config)
+    training.train(checked)
 
 
 def main(argv=None):

@@ -241,3 +241,46 @@ def test_the_checker_reports_a_never_arrow_a_circle_and_an_unplaced_module(tmp_p
         "import circle: keras_preact/high.py:1 -> keras_preact/low.py:5 -> keras_preact/high.py"]
     assert unplaced(modules, house) == [
         "keras_preact/loose.py is in no part of house.json: list it in exactly one part's \"is\""]
+
+
+# Keras internals keras_preact once read outside keras_preact/compat.py: its private modules,
+# the functional graph's private attributes and its serialised graph's wiring keys.
+PRIVATE_KERAS = ("keras.src", "_flatten_layers", "_inbound_nodes", "_outbound_nodes",
+                 "_tracker", "keras_history", "inbound_nodes", "_symbolic_build")
+COMPAT = f"{PACKAGE}/compat.py"
+
+
+def private_keras_uses(modules):
+    """``[(path, line, name)]`` of every mention of a ``PRIVATE_KERAS`` name outside compat:
+    an attribute, an imported module, or a string (a key of Keras' serialised graph)."""
+    found = []
+    for path, source in modules.items():
+        if path == COMPAT:
+            continue
+        for node in ast.walk(ast.parse(source)):
+            names = []
+            if isinstance(node, ast.Attribute):
+                names = [node.attr]
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value]
+            for name in names:
+                hit = next((p for p in PRIVATE_KERAS
+                            if name == p or name.startswith(p + ".")), None)
+                if hit:
+                    found.append((path, node.lineno, hit))
+    return found
+
+
+def test_keras_internals_are_read_only_in_compat():
+    assert private_keras_uses(read_modules(ROOT)) == []
+
+
+def test_the_private_keras_check_sees_each_kind_of_use():
+    modules = {f"{PACKAGE}/a.py": "from keras.src import tree\nx = model._inbound_nodes\n"
+                                  "y = config['keras_history']\n",
+               COMPAT: "from keras.src import tree\n"}
+    assert private_keras_uses(modules) == [(f"{PACKAGE}/a.py", 1, "keras.src"),
+                                           (f"{PACKAGE}/a.py", 2, "_inbound_nodes"),
+                                           (f"{PACKAGE}/a.py", 3, "keras_history")]
