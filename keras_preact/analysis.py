@@ -34,7 +34,7 @@ FIELDS = ("unit", "input_norm", "residual_norm", "grad_norm", "clipped_fraction"
 def propagation(model, images, labels, training=False):
     """One record (a dict of :data:`FIELDS`) per residual unit, in network order.
 
-    ``images`` are the network's inputs (normalised as in training), ``labels`` their
+    ``images`` are the network's inputs (normalized as in training), ``labels`` their
     classes. ``training`` uses batch statistics in BN (the moving statistics are left
     as they are). The model is not changed.
     """
@@ -179,8 +179,8 @@ def parse_source(text):
 
 
 def load_network(kind, value, classes=10, input_shape=None, seed=0):
-    """``(model, normalisation or None)``: a fresh network (seeded) or a run's checkpoint
-    (``last.keras`` of a run directory, with the run's recorded normalisation)."""
+    """``(model, normalization or None)``: a fresh network (seeded) or a run's checkpoint
+    (``last.keras`` of a run directory, with the run's recorded normalization)."""
     import os
 
     import keras
@@ -193,24 +193,24 @@ def load_network(kind, value, classes=10, input_shape=None, seed=0):
         kwargs = {} if input_shape is None else {"input_shape": input_shape}
         return registry.get_model(arch, classes=classes, classifier_activation=None,
                                   **options, **kwargs), None
-    path, normalisation = value, None
+    path, normalization = value, None
     if os.path.isdir(path):
         try:
             config = files.run_config(path)
         except (ValueError, OSError) as e:
             raise ValueError(f"{path!r} is not a keras_preact run directory ({e}); give a run "
                              "directory, a .keras file or an arch name.") from None
-        normalisation = config.get("normalisation")
+        normalization = config.get("normalization")
         path = os.path.join(path, "last.keras")
         if not os.path.exists(path):
             raise ValueError(f"{value!r} holds no last.keras yet: train it for an epoch first.")
-    return models.load_keras_file(path), normalisation
+    return models.load_keras_file(path), normalization
 
 
 def batch_of(data, count, input_shape, seed=0, cifar_archive=None, data_dir=None,
-             normalisation=None):
-    """``(images, labels)``: ``count`` test images of a data set, normalised by
-    ``normalisation`` (``{"mean", "std"}``, else the training set's own statistics), or
+             normalization=None):
+    """``(images, labels)``: ``count`` test images of a data set, normalized by
+    ``normalization`` (``{"mean", "std"}``, else the training set's own statistics), or
     standard-normal ``noise`` of ``input_shape`` with random labels."""
     from keras_preact import data as data_lib
     from keras_preact._validation import check_choice
@@ -221,11 +221,11 @@ def batch_of(data, count, input_shape, seed=0, cifar_archive=None, data_dir=None
         return (rng.standard_normal((count, *input_shape)).astype("float32"),
                 rng.integers(0, 10, count))
     x, y = data_lib.load_arrays(data, "test", data_dir, cifar_archive)
-    if normalisation is None:
+    if normalization is None:
         mean, std = data_lib.channel_stats(data_lib.load_arrays(data, "train", data_dir,
                                                                cifar_archive)[0])
     else:
-        mean, std = normalisation["mean"], normalisation["std"]
+        mean, std = normalization["mean"], normalization["std"]
     if count > len(x):
         raise ValueError(f"--batch {count} exceeds the {len(x)} test images of {data}: use "
                          f"--batch {len(x)} or less, or --data noise.")
@@ -281,7 +281,7 @@ def measure(sources, data="digits", batch=32, seed=0, bn="auto", cifar_archive=N
 
     ``bn``: BN on the ``batch``'s statistics (``training=True``) or the ``moving`` ones;
     ``auto``: the batch's for a fresh network (whose moving statistics are the initial
-    0 and 1, which normalise nothing), the moving ones for a trained one.
+    0 and 1, which normalize nothing), the moving ones for a trained one.
     """
     from keras_preact._validation import check_choice
 
@@ -290,10 +290,10 @@ def measure(sources, data="digits", batch=32, seed=0, bn="auto", cifar_archive=N
     series = {}
     for label, (_, kind, value) in zip(_unique_labels(parsed), parsed):
         shape = (32, 32, 3) if data != "noise" else None
-        model, normalisation = load_network(kind, value, input_shape=shape, seed=seed)
+        model, normalization = load_network(kind, value, input_shape=shape, seed=seed)
         check_batch(model, batch)
         images, labels = batch_of(data, batch, model.input_shape[1:], seed, cifar_archive,
-                                  data_dir, normalisation)
+                                  data_dir, normalization)
         training = bn == "batch" or (bn == "auto" and kind == "arch")
         series[label] = propagation(model, images, labels, training=training)
         log(summary_line(label, series[label]))

@@ -6,7 +6,7 @@ does; Keras 3.15's ``RandomCrop`` draws one window per batch). It uses only ``ke
 and ``keras.random``, so the augmentation runs on the accelerator on every backend.
 
 :class:`InStepAugmentation` is what training runs on each uint8 batch inside the step:
-the training normalisation (:func:`keras_preact.preprocessing.normalization`), then
+the training normalization (:func:`keras_preact.preprocessing.normalization_layer`), then
 :class:`PadCropFlip` applied statelessly with the seed state ``(seed, counter)``. The
 counter is the training step (times the replica count, plus the replica), so a batch's
 augmentation depends only on the run's seed and the step: a resumed run draws exactly
@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from keras_preact._validation import check_int
-from keras_preact.preprocessing import normalization
+from keras_preact.preprocessing import normalization_layer
 
 
 @keras.saving.register_keras_serializable(package="keras_preact")
@@ -25,7 +25,7 @@ class PadCropFlip(keras.layers.Layer):
     """Zero-pad ``padding`` pixels, random crop to the input size, random horizontal flip.
 
     Each image gets its own window and flip. Identity at inference. The inputs are
-    normalised images (NHWC), so the zero padding is the training set's mean. One
+    normalized images (NHWC), so the zero padding is the training set's mean. One
     ``keras.random.uniform`` draw per call holds every random choice of the batch.
     """
 
@@ -67,12 +67,12 @@ class PadCropFlip(keras.layers.Layer):
 
 
 class InStepAugmentation:
-    """Normalise and augment a uint8 batch inside the training step, as a pure function of
+    """Normalize and augment a uint8 batch inside the training step, as a pure function of
     ``(seed, counter)``: ``augmentation(images, counter)``."""
 
     def __init__(self, mean, std, image_shape, flip=True, padding=4, seed=0):
         self.seed = int(seed)
-        self.normalise = normalization(mean, std)
+        self.normalize = normalization_layer(mean, std)
         self.crop = PadCropFlip(padding, flip, seed=self.seed, name="pad_crop_flip")
         self.crop.build((None, *image_shape))
 
@@ -80,5 +80,5 @@ class InStepAugmentation:
         state = self.crop.seed_generator.state
         seed = ops.convert_to_tensor([self.seed, 0], dtype=state.dtype)
         seed = seed + ops.cast(counter, state.dtype) * ops.convert_to_tensor([0, 1], state.dtype)
-        augmented, _ = self.crop.stateless_call([], [seed], self.normalise(images), training=True)
+        augmented, _ = self.crop.stateless_call([], [seed], self.normalize(images), training=True)
         return augmented

@@ -92,7 +92,7 @@ def _keras_runner(manifest):
     else:
         source = export.load_source(model=source_path, input_shape=shape)
     if manifest["preprocessing"]["mean"] is not None:
-        source.normalisation = (manifest["preprocessing"]["mean"],
+        source.normalization = (manifest["preprocessing"]["mean"],
                                 manifest["preprocessing"]["std"])
     model = export.build_serving(source, manifest["preprocessing"]["included"],
                                  manifest["softmax"], manifest["input"]["dtype"])

@@ -121,7 +121,7 @@ IMAGENET_WEIGHTS = {
           "md5": ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33"),
           "top1": 78.0, "top5": 94.2},
 }
-KERAS_APPLICATIONS_NORMALISATION = ((127.5,) * 3, (127.5,) * 3)  # (mean, std), 0-255 pixels
+KERAS_APPLICATIONS_NORMALIZATION = ((127.5,) * 3, (127.5,) * 3)  # (mean, std), 0-255 pixels
 
 
 def imagenet_weights_file(depth, include_top=True):
@@ -167,7 +167,7 @@ def imagenet_stages(depth):
 
 # -- shortcut specifications --------------------------------------------------------
 def resolve_shortcut(spec):
-    """Normalise a shortcut spec to a JSON-able dict ``{"name": ..., **options}``.
+    """Normalize a shortcut spec to a JSON-able dict ``{"name": ..., **options}``.
 
     ``spec`` is a variant name (``"exclusive_gating"``), a dict with a ``"name"``
     key and any of that variant's options, or the command-line form

@@ -17,7 +17,7 @@
 Every weight is copied (the classifier too) and every weight of the result is
 accounted for. The source's input preprocessing travels with the converted model
 as its first layer, a ``Rescaling`` named ``normalize``
-(``keras_preact.preprocessing.normalization``): the converted model takes pixels
+(``keras_preact.preprocessing.normalization_layer``): the converted model takes pixels
 on the 0-255 scale, and ``scripts/export.py`` and ``scripts/evaluate.py`` read
 the preprocessing back from it. ``include_preprocessing=False`` gives the bare
 network, which takes what the source network takes.
@@ -60,9 +60,9 @@ def from_keras_applications(model, include_preprocessing=True):
     depth = _depth("bottleneck", [_count(names, rf"conv{s}_block(\d+)_1_conv")
                                   for s in (2, 3, 4, 5)], model)
     top = _top(model, "predictions", {"avg_pool": "avg", "max_pool": "max"})
-    normalisation = catalog.KERAS_APPLICATIONS_NORMALISATION if include_preprocessing else None
+    normalization = catalog.KERAS_APPLICATIONS_NORMALIZATION if include_preprocessing else None
     ours = _build(preact_resnet_imagenet, depth, "keras_applications", model, top,
-                  normalisation)
+                  normalization)
     _copy_keras_applications(model, ours)
     return ours
 
@@ -78,14 +78,14 @@ def _copy_keras_applications(source, ours):
 
 
 # -- keras-hub (and timm through it) -----------------------------------------------
-def from_keras_hub(model, include_preprocessing=None, normalisation=None):
+def from_keras_hub(model, include_preprocessing=None, normalization=None):
     """The keras_preact model equal to a keras-hub pre-activation ResNet.
 
     ``model`` is a ``keras_hub.models.ResNetBackbone`` built with
     ``use_pre_activation=True`` (converted without a top), or a
     ``ResNetImageClassifier`` on one (its pooling and dense head converted too).
     The preprocessing is the classifier's image converter's (``scale``,
-    ``offset``), or ``normalisation=(mean, std)`` on the 0-255 scale (timm's
+    ``offset``), or ``normalization=(mean, std)`` on the 0-255 scale (timm's
     resnetv2 presets: ImageNet's mean and std). ``include_preprocessing`` defaults
     to whether one is known.
     """
@@ -118,17 +118,17 @@ def from_keras_hub(model, include_preprocessing=None, normalisation=None):
         if type(head.pooler).__name__ != "GlobalAveragePooling2D":
             raise ConversionError("keras_preact's top pools by global average; this "
                                   "classifier pools by max. Convert its backbone instead.")
-    if normalisation is None and head is not None:
-        normalisation = _converter_normalisation(getattr(head, "preprocessor", None))
+    if normalization is None and head is not None:
+        normalization = _converter_normalization(getattr(head, "preprocessor", None))
     if include_preprocessing is None:
-        include_preprocessing = normalisation is not None
-    if include_preprocessing and normalisation is None:
+        include_preprocessing = normalization is not None
+    if include_preprocessing and normalization is None:
         raise ConversionError(
             "This keras-hub model carries no preprocessing (a backbone, or a classifier "
-            "without an image converter): pass normalisation=(mean, std) on the 0-255 "
+            "without an image converter): pass normalization=(mean, std) on the 0-255 "
             "scale, or include_preprocessing=False.")
     ours = _build(preact_resnet_imagenet, depth, "timm", backbone, top,
-                  normalisation if include_preprocessing else None)
+                  normalization if include_preprocessing else None)
     get = _getter(backbone)
     pairs = [("stem_conv", get("conv1_conv"))]
     pairs += _unit_pairs(ours, lambda s, u: f"stack{s - 1}_block{u - 1}_",
@@ -140,7 +140,7 @@ def from_keras_hub(model, include_preprocessing=None, normalisation=None):
     return ours
 
 
-def _converter_normalisation(preprocessor):
+def _converter_normalization(preprocessor):
     """(mean, std) on the 0-255 scale of a keras-hub image converter's
     ``x * scale + offset``."""
     converter = getattr(preprocessor, "image_converter", None)
@@ -186,12 +186,12 @@ def _top(model, dense_name, poolings):
     return {"include_top": False, "pooling": pooling, "input_shape": shape}
 
 
-def _build(builder, depth, layout, source, top, normalisation):
-    """Our network for ``source``'s depth and top, with ``normalisation`` in front."""
+def _build(builder, depth, layout, source, top, normalization):
+    """Our network for ``source``'s depth and top, with ``normalization`` in front."""
     top = dict(top)
     shape = tuple(top.pop("input_shape"))
     return builder(depth, layout=layout, weights=None, name=f"{source.name}_keras_preact",
-                   input_shape=shape, normalization=normalisation, **top)
+                   input_shape=shape, normalization=normalization, **top)
 
 
 def _getter(source):

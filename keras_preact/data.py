@@ -2,10 +2,10 @@
 python archives, and scikit-learn's bundled digits.
 
 * The small data sets (CIFAR from its python archive, digits) need no TensorFlow:
-  they are held in memory as uint8, fed as raw batches, and normalised and augmented
+  they are held in memory as uint8, fed as raw batches, and normalized and augmented
   inside the compiled training step (:mod:`keras_preact.augment`), on the
   accelerator. CIFAR training augmentation as in the paper: per-channel mean/std
-  normalisation from the training set, 4-pixel zero padding, random 32x32 crop,
+  normalization from the training set, 4-pixel zero padding, random 32x32 crop,
   random horizontal flip. Each epoch's order depends only on ``(seed, epoch)`` and
   each batch's augmentation only on ``(seed, step)``, so a run resumed at epoch k
   sees exactly the batches an uninterrupted run sees.
@@ -352,16 +352,16 @@ class Data:
     mean: tuple
     std: tuple
     train_stream: object  # (epochs, start_epoch=0) -> iterable of (image, label) batches
-    test: object  # batches of (normalised float32 image, label)
-    # In-memory sets: the training batches are raw uint8 images, normalised and augmented
+    test: object  # batches of (normalized float32 image, label)
+    # In-memory sets: the training batches are raw uint8 images, normalized and augmented
     # inside the training step by this (an ``augment.InStepAugmentation``).
     augmentation: object = None
 
 
 def _normalizer(mean, std):
-    from keras_preact.preprocessing import normalization
+    from keras_preact.preprocessing import normalization_layer
 
-    return normalization(mean, std)
+    return normalization_layer(mean, std)
 
 
 def _steps(examples, batch_size, steps_per_epoch, name):
@@ -416,7 +416,7 @@ def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
     ``(epochs - start_epoch) * steps_per_epoch`` batches of raw uint8 images
     (``drop_remainder``), in the order :func:`epoch_order` gives epoch e; the paper's
     augmentation (``Data.augmentation``) runs inside the training step, seeded by the
-    step. The test batches are normalised here, once.
+    step. The test batches are normalized here, once.
     """
     from keras_preact.augment import InStepAugmentation
 
@@ -492,12 +492,12 @@ def imagenet_pipelines(batch_size, seed=0, data_dir=None, eval_size=224, steps_p
     train, info = load_tfds("imagenet2012", "train", data_dir, shuffle_files=True, with_info=True)
     test = load_tfds("imagenet2012", "validation", data_dir)
     n = _split_size(info, "train", IMAGENET_TRAIN_EXAMPLES)
-    normalise = _normalizer(IMAGENET_MEAN, IMAGENET_STD)
+    normalize = _normalizer(IMAGENET_MEAN, IMAGENET_STD)
     train = (train.shuffle(10_000, seed=seed)
-             .map(lambda x, y: (normalise(imagenet_train_crop(tf, x)), y),
+             .map(lambda x, y: (normalize(imagenet_train_crop(tf, x)), y),
                   num_parallel_calls=tf.data.AUTOTUNE)
              .batch(batch_size, drop_remainder=True).repeat().prefetch(tf.data.AUTOTUNE))
-    test = (test.map(lambda x, y: (normalise(imagenet_eval_crop(tf, x, eval_size)), y),
+    test = (test.map(lambda x, y: (normalize(imagenet_eval_crop(tf, x, eval_size)), y),
                      num_parallel_calls=tf.data.AUTOTUNE)
             .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     return Data("imagenet2012", 1000, (224, 224, 3), n,

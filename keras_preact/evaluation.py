@@ -8,7 +8,7 @@ with the preprocessing it was trained with. Each crop size is a single centre cr
 224 after resizing the shorter side to 256, and the paper's 320 (Table 5) after
 resizing it to 320 (``keras_preact.data.imagenet_eval_crop``). Keras' own
 ``SparseTopKCategoricalAccuracy`` counts. A model with no recorded preprocessing is
-taken to be normalised as keras_preact trains ImageNet (its mean and std).
+taken to be normalized as keras_preact trains ImageNet (its mean and std).
 """
 
 from keras_preact import data as data_lib
@@ -30,17 +30,17 @@ def any_size(model):
     return copy
 
 
-def validation_stream(crop, batch_size, normalisation, data_dir=None, limit=None):
+def validation_stream(crop, batch_size, normalization, data_dir=None, limit=None):
     """``(stream, images)``: batches of ImageNet validation (images, labels),
-    centre-cropped to ``crop`` and normalised with ``normalisation`` ((mean, std) on
+    centre-cropped to ``crop`` and normalized with ``normalization`` ((mean, std) on
     the 0-255 scale), and how many images it holds."""
-    from keras_preact.preprocessing import normalization
+    from keras_preact.preprocessing import normalization_layer
 
     tf = data_lib.tensorflow()
     ds = data_lib.load_tfds("imagenet2012", "validation", data_dir=data_dir)
     if limit is not None:
         ds = ds.take(limit)
-    normalize = normalization(*normalisation)
+    normalize = normalization_layer(*normalization)
     stream = (ds.map(lambda x, y: (normalize(data_lib.imagenet_eval_crop(tf, x, crop)), y),
                      num_parallel_calls=tf.data.AUTOTUNE)
               .batch(batch_size).prefetch(tf.data.AUTOTUNE))
@@ -64,11 +64,11 @@ def _top1_top5(model, batches, images):
 def evaluate(source, crops=None, batch_size=64, limit=None, log=print):
     """Evaluate ``source`` on its own data set's test split (``source.dataset``; ImageNet
     at ``crops``, default :data:`CROPS`): ``{size: {"top1", "top5", "images"}}``."""
-    if source.normalisation is None:
+    if source.normalization is None:
         raise ValueError(
             f"The preprocessing of {source.origin} is unknown: evaluate a training run "
             "directory, a converted model, or --weights imagenet, or pass --mean and --std.")
-    mean, std = source.normalisation
+    mean, std = source.normalization
     split = ("ImageNet validation" if source.dataset in (None, "imagenet2012")
              else f"the {source.dataset} test split")
     log(f"evaluating {source.origin} on {split}; preprocessing (pixels - mean) / std, mean "
@@ -83,8 +83,8 @@ def evaluate(source, crops=None, batch_size=64, limit=None, log=print):
 
 def evaluate_small(source, batch_size=64, limit=None, log=print):
     """Top-1 and top-5 accuracy (%) of ``source`` on the test split of its small data set,
-    normalised as it was trained."""
-    from keras_preact.preprocessing import normalization
+    normalized as it was trained."""
+    from keras_preact.preprocessing import normalization_layer
 
     batch_size = check_int("batch_size", batch_size, minimum=1)
     x, y = data_lib.load_arrays(source.dataset, "test", source.data_dir, source.cifar_archive)
@@ -93,7 +93,7 @@ def evaluate_small(source, batch_size=64, limit=None, log=print):
     if source.classes != data_lib.DATASETS[source.dataset].classes:
         raise ValueError(f"{source.origin} has {source.classes} classes; {source.dataset} has "
                          f"{data_lib.DATASETS[source.dataset].classes}.")
-    normalize = normalization(*source.normalisation)
+    normalize = normalization_layer(*source.normalization)
     result = _top1_top5(source.model, ((normalize(x[i:i + batch_size]), y[i:i + batch_size])
                                        for i in range(0, len(x), batch_size)), len(x))
     size = x.shape[1]
@@ -104,7 +104,7 @@ def evaluate_small(source, batch_size=64, limit=None, log=print):
 
 def evaluate_imagenet(source, crops=CROPS, batch_size=64, limit=None, log=print):
     """Top-1 and top-5 accuracy (%) of ``source`` (a ``keras_preact.export.Source``
-    whose normalisation is known: see :func:`evaluate`) at each crop size: ``{crop: {"top1", "top5",
+    whose normalization is known: see :func:`evaluate`) at each crop size: ``{crop: {"top1", "top5",
     "images"}}``."""
     if source.classes != 1000:
         raise ValueError(f"{source.origin} has {source.classes} classes; ImageNet has 1000.")
@@ -113,7 +113,7 @@ def evaluate_imagenet(source, crops=CROPS, batch_size=64, limit=None, log=print)
     results = {}
     for crop in crops:
         crop = check_int("crop", crop, minimum=32)
-        stream, images = validation_stream(crop, batch_size, source.normalisation,
+        stream, images = validation_stream(crop, batch_size, source.normalization,
                                            source.data_dir, limit)
         results[crop] = _top1_top5(model, stream, images)
         log(f"{crop}x{crop} centre crop: top-1 {results[crop]['top1']:.2f}%, "

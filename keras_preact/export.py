@@ -8,7 +8,7 @@
     out/manifest.json         what it is, how to feed it, sizes, SHA-256, verification
 
 Keras' own ``model.export`` does the conversions. This module adds what it
-lacks: the training normalisation (and a softmax) inside the graph so the
+lacks: the training normalization (and a softmax) inside the graph so the
 artifact takes raw pixels, named signatures, a float32 rebuild of
 mixed-precision models, the LiteRT quantisation variants with a representative
 dataset drawn from the training data, a check of every artifact through its
@@ -68,7 +68,7 @@ class Source:
     origin: str
     arch: str = None
     dataset: str = None
-    normalisation: tuple = None  # (mean, std), 0-255 scale, or None if unknown
+    normalization: tuple = None  # (mean, std), 0-255 scale, or None if unknown
     data_dir: str = None
     cifar_archive: str = None
     trained: bool = True
@@ -91,17 +91,17 @@ class Source:
 
 
 def load_source(model=None, arch=None, checkpoint="last", classes=None, input_shape=None,
-                dataset=None, normalisation=None, data_dir=None, cifar_archive=None,
+                dataset=None, normalization=None, data_dir=None, cifar_archive=None,
                 **builder_kwargs):
     """What to export: ``model`` is a training run directory or a ``.keras`` file;
     or ``arch`` names a registry network, built untrained (``classes``,
     ``builder_kwargs`` go to its builder).
 
     A run directory gives its ``last.keras`` (or ``best.keras``), its data set and
-    the training normalisation from ``config.json``. ``dataset`` (and
+    the training normalization from ``config.json``. ``dataset`` (and
     ``data_dir``/``cifar_archive``) names the data for calibration and
     verification, and for an ``arch`` or a bare ``.keras`` file also the
-    normalisation; ``normalisation=(mean, std)`` sets it explicitly. A ``.keras``
+    normalization; ``normalization=(mean, std)`` sets it explicitly. A ``.keras``
     file that starts with its own ``normalize`` layer (a model converted by
     ``keras_preact.convert``) gives that preprocessing; ``weights="imagenet"`` in
     ``builder_kwargs`` gives keras.applications' [-1, 1] scaling.
@@ -120,9 +120,9 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
         source, run = Source(keras_model, f"arch:{arch}" + (f" weights:{weights}" if weights
                                                              else ""),
                              arch=arch, trained=weights is not None), {}
-        if normalisation is None and (weights == "imagenet"
+        if normalization is None and (weights == "imagenet"
                                       or catalog.is_keras_applications_file(weights)):
-            normalisation = catalog.KERAS_APPLICATIONS_NORMALISATION
+            normalization = catalog.KERAS_APPLICATIONS_NORMALIZATION
     else:
         if builder_kwargs or classes is not None:
             raise ValueError("classes and builder options only apply with `arch`; a saved "
@@ -134,8 +134,8 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
         if run:
             source.checkpoint = files.run_checkpoint(os.path.dirname(source.origin),
                                                      os.path.basename(keras_path))
-        if normalisation is None:  # a converted pretrained model carries its preprocessing
-            source.model, normalisation = preprocessing.split_normalization(source.model)
+        if normalization is None:  # a converted pretrained model carries its preprocessing
+            source.model, normalization = preprocessing.split_normalization(source.model)
     source.model = _unrolled(source.model)
     resolved = run.get("resolved", {})
     source.arch = source.arch or resolved.get("arch")
@@ -147,13 +147,13 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
     elif resolved.get("eval_size") and None in tuple(source.model.input_shape[1:3]):
         source.image_shape = (resolved["eval_size"], resolved["eval_size"],
                               source.model.input_shape[-1])
-    if normalisation is None and "normalisation" in run:
-        normalisation = (run["normalisation"]["mean"], run["normalisation"]["std"])
-    if normalisation is None and source.dataset is not None:
-        normalisation = dataset_normalisation(source.dataset, source.data_dir,
+    if normalization is None and "normalization" in run:
+        normalization = (run["normalization"]["mean"], run["normalization"]["std"])
+    if normalization is None and source.dataset is not None:
+        normalization = dataset_normalization(source.dataset, source.data_dir,
                                               source.cifar_archive)
-    if normalisation is not None:
-        source.normalisation = _check_normalisation(source, *normalisation)
+    if normalization is not None:
+        source.normalization = _check_normalization(source, *normalization)
     _add_notes(source)
     return source
 
@@ -172,7 +172,7 @@ def _check_input_shape(source, shape):
     return shape
 
 
-def _check_normalisation(source, mean, std):
+def _check_normalization(source, mean, std):
     """``(mean, std)`` as float tuples: one finite value per input channel, ``std > 0``."""
     import math
 
@@ -235,13 +235,13 @@ def _add_notes(source):
     if not described["residual_units"]:
         source.notes.append("this model has no keras_preact residual units: it is exported "
                             "as a plain Keras model")
-    if source.normalisation is None:
-        source.notes.append("no training normalisation is known for this model, so none is "
+    if source.normalization is None:
+        source.notes.append("no training normalization is known for this model, so none is "
                             "inside the artifacts: they take the model's own inputs (pass "
                             "--dataset, or --mean and --std, to include one)")
 
 
-def dataset_normalisation(dataset, data_dir=None, cifar_archive=None):
+def dataset_normalization(dataset, data_dir=None, cifar_archive=None):
     """The (mean, std) training would use for ``dataset``."""
     from keras_preact import data as data_lib
 
@@ -315,16 +315,16 @@ def inference_copy(model):
 def build_serving(source, preprocessing_on=None, softmax=True, input_dtype="float32"):
     """The Keras model that is exported: raw images in, named logits/probabilities out."""
     if preprocessing_on is None:
-        preprocessing_on = source.normalisation is not None
-    if preprocessing_on and source.normalisation is None:
+        preprocessing_on = source.normalization is not None
+    if preprocessing_on and source.normalization is None:
         raise ValueError(
-            "Preprocessing inside the artifact needs the training normalisation: export a "
+            "Preprocessing inside the artifact needs the training normalization: export a "
             "training run directory (its config.json has it), or pass --dataset or "
             "--mean/--std, or turn it off with --no-preprocessing."
         )
     return preprocessing.serving_model(
         inference_copy(source.model),
-        normalisation=source.normalisation if preprocessing_on else None,
+        normalization=source.normalization if preprocessing_on else None,
         softmax=softmax, input_dtype=input_dtype, input_shape=source.input_shape,
         name=f"{source.model.name}_serving",
     )
@@ -333,7 +333,7 @@ def build_serving(source, preprocessing_on=None, softmax=True, input_dtype="floa
 # -- sample images for calibration and verification -----------------------------
 def sample_images(source, split, n, seed=0, raw=True):
     """``n`` images from ``source``'s data set (``split``), raw pixels (0-255, float32)
-    when ``raw`` else normalised; random pixels when no data set is known."""
+    when ``raw`` else normalized; random pixels when no data set is known."""
     from keras_preact import data as data_lib
 
     rng = np.random.default_rng(seed)
@@ -355,13 +355,13 @@ def sample_images(source, split, n, seed=0, raw=True):
         images = rng.integers(0, 256, (n,) + shape).astype("float32")
     if raw:
         return images
-    if source.normalisation is None:
+    if source.normalization is None:
         return rng.standard_normal((n,) + shape).astype("float32")
-    from keras_preact.preprocessing import normalization
+    from keras_preact.preprocessing import normalization_layer
 
     import keras
 
-    return keras.ops.convert_to_numpy(normalization(*source.normalisation)(images))
+    return keras.ops.convert_to_numpy(normalization_layer(*source.normalization)(images))
 
 
 # -- consumers: the runtimes that load the artifacts ---------------------------------
@@ -580,7 +580,7 @@ def _tflite_options(quantize, representative, raw_pixels, batch):
     return {"optimizations": [tf.lite.Optimize.DEFAULT],
             "representative_dataset": dataset,
             "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]},
-            # Raw pixels arrive as uint8 (calibrated scale ~1, zero point ~0); normalised
+            # Raw pixels arrive as uint8 (calibrated scale ~1, zero point ~0); normalized
             # inputs are signed.
             "inference_input_type": tf.uint8 if raw_pixels else tf.int8}
 
@@ -661,7 +661,7 @@ def export_model(source, out, formats=("saved_model", "tflite"), quantize=("none
 
 
 def _check_preprocessing(source, reference, n, seed):
-    """The graph's own preprocessing against the network fed normalised inputs, as in
+    """The graph's own preprocessing against the network fed normalized inputs, as in
     training (the loaded model, at its own precision)."""
     import keras
 
@@ -773,7 +773,7 @@ def _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts, chec
             "name": INPUT_NAME, "shape": [None, *source.input_shape], "layout": "NHWC",
             "dtype": input_dtype,
             "values": "raw pixels, 0-255" if raw_pixels else
-            ("normalised: (pixels - mean) / std" if source.normalisation else "as the model"),
+            ("normalized: (pixels - mean) / std" if source.normalization else "as the model"),
         },
         "outputs": {LOGITS: [None, source.classes],
                     **({PROBABILITIES: [None, source.classes]} if softmax else {})},
@@ -781,8 +781,8 @@ def _manifest(source, serving, raw_pixels, softmax, input_dtype, artifacts, chec
         "preprocessing": {
             "included": raw_pixels,
             "formula": "(float(images) - mean) / std, per channel, pixels on the 0-255 scale",
-            "mean": list(source.normalisation[0]) if source.normalisation else None,
-            "std": list(source.normalisation[1]) if source.normalisation else None,
+            "mean": list(source.normalization[0]) if source.normalization else None,
+            "std": list(source.normalization[1]) if source.normalization else None,
         },
         "notes": list(source.notes),
         "softmax": softmax,

@@ -223,6 +223,8 @@ def run_config(directory):
                          f"\"{RUN_FORMAT}\")")
     if not isinstance(config.get("identity"), dict):
         raise ValueError(f"{path} is damaged: it names no run (no \"identity\" object)")
+    if "normalisation" in config:  # the spelling of runs written by keras_preact 0.1
+        config.setdefault("normalization", config.pop("normalisation"))
     return config
 
 

@@ -65,7 +65,7 @@ from keras_preact.catalog import (  # noqa: F401 - the depth tables are public h
     imagenet_stages,
     resolve_shortcut,
 )
-from keras_preact.preprocessing import normalization as normalization_layer
+from keras_preact.preprocessing import normalization_layer
 from keras_preact.registry import pretrained_source
 from keras_preact.scanned import (
     ScannedUnits,
@@ -648,7 +648,7 @@ def preact_resnet_imagenet(depth, *, stem="imagenet", layout=None, weights=None,
     loads keras.applications' published ResNet V2 weights, converted, into the
     ``"keras_applications"`` layout (the default layout then); so does the path to
     their downloaded ``.h5`` file. Their inputs are pixels scaled to [-1, 1]
-    (``catalog.KERAS_APPLICATIONS_NORMALISATION``).
+    (``catalog.KERAS_APPLICATIONS_NORMALIZATION``).
     """
     form, units = imagenet_stages(depth)
     stem = check_choice("stem", stem, STEMS)

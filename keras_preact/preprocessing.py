@@ -1,7 +1,7 @@
-"""The training normalisation as a layer, so an exported model takes raw pixels.
+"""The training normalization as a layer, so an exported model takes raw pixels.
 
 Training feeds ``(x - mean) / std`` per channel, with ``x`` on the 0-255 scale.
-:func:`normalization` is that arithmetic, once, as a Keras layer: the input
+:func:`normalization_layer` is that arithmetic, once, as a Keras layer: the input
 pipelines (``keras_preact.data``, inside ``tf.data``), the serving models and the
 export checks all use it. :func:`serving_model` puts it
 (and an optional softmax) around a trained network with named inputs and
@@ -19,7 +19,7 @@ PROBABILITIES = "probabilities"
 INPUT_DTYPES = ("float32", "uint8")
 
 
-def normalization(mean, std, name="normalize"):
+def normalization_layer(mean, std, name="normalize"):
     """``(float32(x) - mean) / std`` per channel, for one image or a batch, any dtype.
 
     Keras' ``Rescaling`` with ``scale = 1 / std`` and ``offset = -mean / std``: it
@@ -45,10 +45,10 @@ def normalization(mean, std, name="normalize"):
 
 
 def split_normalization(model):
-    """``(network, (mean, std))`` of a model that starts with :func:`normalization`
+    """``(network, (mean, std))`` of a model that starts with :func:`normalization_layer`
     (a ``Rescaling`` named ``normalize`` on its input, as the converted pretrained
     models of ``keras_preact.convert`` do), else ``(model, None)``. ``network`` is the
-    rest of the model (shared layers, same weights), taking normalised inputs."""
+    rest of the model (shared layers, same weights), taking normalized inputs."""
     import keras
 
     layer = next((x for x in model.layers if x.name == "normalize"), None)
@@ -62,11 +62,11 @@ def split_normalization(model):
     return network, (tuple(float(m) for m in mean), tuple(float(s) for s in std))
 
 
-def serving_model(model, normalisation=None, softmax=True, input_dtype="float32",
+def serving_model(model, normalization=None, softmax=True, input_dtype="float32",
                   input_shape=None, name=None):
     """Wrap ``model`` (logits out) for deployment.
 
-    The result takes ``images`` (NHWC, raw pixels when ``normalisation`` is a
+    The result takes ``images`` (NHWC, raw pixels when ``normalization`` is a
     ``(mean, std)`` pair, otherwise whatever ``model`` takes) and returns a dict
     ``{"logits": ..., "probabilities": ...}`` (``probabilities`` only with
     ``softmax``). ``model`` must output logits (``classifier_activation=None``).
@@ -75,16 +75,16 @@ def serving_model(model, normalisation=None, softmax=True, input_dtype="float32"
     import keras
 
     check_choice("input_dtype", input_dtype, INPUT_DTYPES)
-    if normalisation is None and input_dtype != "float32":
+    if normalization is None and input_dtype != "float32":
         raise ValueError(
             "input_dtype='uint8' needs the preprocessing inside the model (raw pixels); "
-            "without it the network takes normalised float32 inputs."
+            "without it the network takes normalized float32 inputs."
         )
     inputs = keras.Input(input_shape or model.input_shape[1:], dtype=input_dtype, name=INPUT_NAME)
     x = inputs
-    if normalisation is not None:
-        mean, std = normalisation
-        x = normalization(mean, std)(x)
+    if normalization is not None:
+        mean, std = normalization
+        x = normalization_layer(mean, std)(x)
     logits = keras.layers.Identity(name=LOGITS, dtype="float32")(model(x))
     outputs = {LOGITS: logits}
     if softmax:

@@ -414,7 +414,7 @@ def _config_record(config, data, schedule, n_replicas):
         "steps_per_epoch": data.steps_per_epoch,
         "schedule": {"boundaries": list(schedule.boundaries), "values": list(schedule.values)},
         "replicas": n_replicas,
-        "normalisation": {"mean": list(data.mean), "std": list(data.std)},
+        "normalization": {"mean": list(data.mean), "std": list(data.std)},
         "input_shape": list(data.input_shape),
         "classes": data.classes,
         "backend": keras.backend.backend(),

@@ -8,7 +8,7 @@
 
 Each MODEL is an arch name, optionally with +placement=, +shortcut= (as train.py's
 --shortcut) and +projection=, built fresh (at initialisation, seeded), or a run directory
-(its last.keras, fed with the run's normalisation) or a .keras file. For each residual
+(its last.keras, fed with the run's normalization) or a .keras file. For each residual
 unit it records ||x_l||, ||F(x_l)||, ||dE/dx_l||, the share of the after-addition ReLU's
 input that is negative, and the share of dead ReLU channels, on one batch of test images;
 it writes OUT.csv and OUT.png (one line per model; existing ones only with --overwrite)

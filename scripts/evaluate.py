@@ -41,8 +41,8 @@ def parser():
     evaluation.add_argument("--limit", type=_cli.positive_int,
                             help="evaluate on the first N test images only")
     evaluation.add_argument("--data-dir", help="tensorflow-datasets data_dir")
-    evaluation.add_argument("--mean", type=float, nargs=3, help="normalisation mean (0-255)")
-    evaluation.add_argument("--std", type=float, nargs=3, help="normalisation std (0-255)")
+    evaluation.add_argument("--mean", type=float, nargs=3, help="normalization mean (0-255)")
+    evaluation.add_argument("--std", type=float, nargs=3, help="normalization std (0-255)")
     return p
 
 
@@ -54,14 +54,14 @@ def evaluate(args):
     if args.arch is not None:
         kwargs = {k: v for k, v in (("weights", args.weights), ("layout", args.layout))
                   if v is not None}
-    normalisation = (args.mean, args.std) if args.mean is not None else None
+    normalization = (args.mean, args.std) if args.mean is not None else None
     source = export.load_source(model=args.model, arch=args.arch, checkpoint=args.checkpoint,
                                 dataset="imagenet2012" if args.arch else None,
-                                data_dir=args.data_dir, normalisation=normalisation, **kwargs)
+                                data_dir=args.data_dir, normalization=normalization, **kwargs)
     if source.dataset is None:  # (a bare .keras file: ImageNet, as before)
         source.dataset = "imagenet2012"
-        if source.normalisation is None:
-            source.normalisation = export.dataset_normalisation("imagenet2012")
+        if source.normalization is None:
+            source.normalization = export.dataset_normalization("imagenet2012")
     evaluation.evaluate(source, crops=args.crops, batch_size=args.batch_size, limit=args.limit)
 
 

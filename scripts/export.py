@@ -49,7 +49,7 @@ def parser():
                          help="LiteRT variants: none (float32), float16, dynamic (int8 weights), "
                          "int8 (full integer, calibrated on training images)")
     formats.add_argument("--no-preprocessing", dest="preprocessing", action="store_false",
-                         default=None, help="export the bare network (normalised inputs) "
+                         default=None, help="export the bare network (normalized inputs) "
                          "instead of raw pixels in")
     formats.add_argument("--no-softmax", dest="softmax", action="store_false",
                          help="output logits only")
@@ -57,14 +57,14 @@ def parser():
                          help="dtype of the raw-pixel input (uint8 needs the preprocessing)")
     formats.add_argument("--tflite-batch", type=_cli.non_negative_int, default=1,
                          help="fixed LiteRT batch size; 0 for a dynamic batch")
-    data = p.add_argument_group("data (calibration, verification, normalisation)")
+    data = p.add_argument_group("data (calibration, verification, normalization)")
     data.add_argument("--dataset", metavar="NAME", help=_cli.choices_help(
         "for --arch or a bare .keras file (a run directory knows its own)", DATASETS))
     data.add_argument("--data-dir", help="tensorflow-datasets data_dir")
     data.add_argument("--cifar-archive", metavar="PATH",
                       help="cifar-10-python.tar.gz / cifar-100-python.tar.gz")
-    data.add_argument("--mean", type=float, nargs="+", help="per-channel normalisation mean (0-255)")
-    data.add_argument("--std", type=float, nargs="+", help="per-channel normalisation std (0-255)")
+    data.add_argument("--mean", type=float, nargs="+", help="per-channel normalization mean (0-255)")
+    data.add_argument("--std", type=float, nargs="+", help="per-channel normalization std (0-255)")
     data.add_argument("--representative-samples", type=_cli.positive_int, default=200,
                       help="training images that calibrate --quantize int8")
     data.add_argument("--verify-samples", type=_cli.positive_int, default=200,
@@ -104,7 +104,7 @@ def export_to(args, out):
         model=args.model, arch=args.arch, checkpoint=args.checkpoint, classes=args.classes,
         input_shape=args.input_shape, dataset=args.dataset, data_dir=args.data_dir,
         cifar_archive=args.cifar_archive,
-        normalisation=(args.mean, args.std) if args.mean else None, **builder)
+        normalization=(args.mean, args.std) if args.mean else None, **builder)
     print(f"exporting {source.origin} to {out}")
     for note in source.notes:
         print(f"note: {note}")

@@ -73,12 +73,12 @@ def test_in_step_augmentation_is_a_function_of_seed_and_counter():
     assert not np.array_equal(first, to_np(augmentation(images, 8)))
     assert not np.array_equal(
         first, to_np(InStepAugmentation(mean, std, (32, 32, 3), seed=4)(images, 7)))
-    # Normalised first, then padded: the padding is the mean, i.e. zero.
-    normalised = (images.astype("float32") - np.float32(mean)) / np.float32(std)
-    for out, x in zip(first, normalised):
+    # Normalized first, then padded: the padding is the mean, i.e. zero.
+    normalized = (images.astype("float32") - np.float32(mean)) / np.float32(std)
+    for out, x in zip(first, normalized):
         _which_window(np.round(out, 4), np.round(x, 4), 4)
     # Traced (as inside the training step), it draws what it draws eagerly (XLA may fuse the
-    # normalisation's multiply-add: one rounding apart, a different window would be O(1) off).
+    # normalization's multiply-add: one rounding apart, a different window would be O(1) off).
     if BACKEND == "jax":
         import jax
 

@@ -89,15 +89,15 @@ def test_from_keras_hub_is_exact(rng, depth):
         preprocessor=keras_hub.models.ResNetImageClassifierPreprocessor(converter))
     randomize(classifier, rng)
     ours = convert.from_keras_hub(classifier)
-    _, normalisation = preprocessing.split_normalization(ours)
-    np.testing.assert_allclose(normalisation, (IMAGENET_MEAN, IMAGENET_STD), rtol=1e-6)
+    _, normalization = preprocessing.split_normalization(ours)
+    np.testing.assert_allclose(normalization, (IMAGENET_MEAN, IMAGENET_STD), rtol=1e-6)
     for size in (64, 65):
         pixels = rng.uniform(0, 255, (2, size, size, 3)).astype("float32")
         assert_close(classifier(converter(pixels), training=False), ours(pixels, training=False))
 
 
 def test_converted_model_round_trips_and_the_layouts_count_as_their_sources(tmp_path, rng):
-    ours = convert.from_keras_hub(hub_backbone(50), normalisation=(IMAGENET_MEAN, IMAGENET_STD))
+    ours = convert.from_keras_hub(hub_backbone(50), normalization=(IMAGENET_MEAN, IMAGENET_STD))
     path = tmp_path / "timm50.keras"
     ours.save(path)
     loaded = kp.load_keras_file(path)  # safe_mode: the -inf max-pool is a registered layer
@@ -105,7 +105,7 @@ def test_converted_model_round_trips_and_the_layouts_count_as_their_sources(tmp_
     np.testing.assert_array_equal(ours(x), loaded(x))
     # The preprocessing travels: export reads it back and puts it inside the artifact.
     source = export.load_source(model=str(path), input_shape=(64, 64, 3))
-    np.testing.assert_allclose(source.normalisation, (IMAGENET_MEAN, IMAGENET_STD), rtol=1e-6)
+    np.testing.assert_allclose(source.normalization, (IMAGENET_MEAN, IMAGENET_STD), rtol=1e-6)
     assert "normalize" not in [layer.name for layer in source.model.layers]
     serving = export.build_serving(source, softmax=False)
     np.testing.assert_allclose(serving(x)["logits"], ours(x), rtol=1e-5, atol=1e-5)
@@ -125,7 +125,7 @@ def test_converters_refuse_other_networks():
         stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block")
     with pytest.raises(convert.ConversionError, match="not a keras-hub pre-activation ResNet"):
         convert.from_keras_hub(post)
-    with pytest.raises(convert.ConversionError, match="pass normalisation=\\(mean, std\\)"):
+    with pytest.raises(convert.ConversionError, match="pass normalization=\\(mean, std\\)"):
         convert.from_keras_hub(hub_backbone(18), include_preprocessing=True)
 
 
@@ -151,7 +151,7 @@ def test_weights_imagenet_from_a_local_file_and_through_the_cache(
     pixels = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     expected = source(keras.applications.resnet_v2.preprocess_input(pixels.copy()),
                       training=False)
-    scaled = (pixels - 127.5) / 127.5  # catalog.KERAS_APPLICATIONS_NORMALISATION
+    scaled = (pixels - 127.5) / 127.5  # catalog.KERAS_APPLICATIONS_NORMALIZATION
     # weights= the downloaded file itself
     model = kp.PreActResNet50(weights=str(path), include_top=False, input_shape=(64, 64, 3))
     assert model.name == "preact_resnet50_keras_applications"

@@ -33,7 +33,7 @@ def test_tfds_cifar_pipelines_with_mock_data(name, classes):
         assert np.all((0 <= y) & (y < classes))
         x = to_np(d.augmentation(raw, 0))  # (inside the training step)
         assert x.shape == (8, 32, 32, 3) and x.dtype == np.float32
-        assert abs(x.mean()) < 1.0 and 0.3 < x.std() < 2.0  # normalised
+        assert abs(x.mean()) < 1.0 and 0.3 < x.std() < 2.0  # normalized
         xt, _ = d.test[0]
         assert xt.shape == (8, 32, 32, 3) and xt.dtype == np.float32
 
@@ -60,7 +60,7 @@ def test_cifar_python_archive_and_augmentation_keep_labels(tmp_path, classes):
         raw = to_np(d.augmentation(images, step))[..., 0] * d.std[0] + d.mean[0]
         # Padding only reaches 4 pixels in: the center always holds the image, and so its label.
         np.testing.assert_allclose(raw[:, 16, 16], 20 * labels, atol=1e-3)
-        # A corner is zero padding (the mean, once normalised) or the image itself.
+        # A corner is zero padding (the mean, once normalized) or the image itself.
         is_pad = np.isclose(raw[:, 0, 0], d.mean[0], atol=1e-3)
         assert np.all(is_pad | np.isclose(raw[:, 0, 0], 20 * labels, atol=1e-3))
         padded.extend(is_pad)

@@ -48,7 +48,7 @@ def test_evaluate_without_the_data_says_how_to_get_it(tmp_path, capsys):
                                               "--data-dir", str(tmp_path / "tfds")], capsys)
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: imagenet2012 is not prepared in ") and "--data-dir" in err
-    assert "mean [123.675, 116.28, 103.53]" in out  # keras_preact's ImageNet normalisation
+    assert "mean [123.675, 116.28, 103.53]" in out  # keras_preact's ImageNet normalization
 
 
 def test_evaluate_a_run_directory_on_its_own_test_split(digits_run, capsys):

@@ -54,7 +54,7 @@ def fit_briefly(model, epochs=4):
 
 
 def source_for(model, dataset="digits"):
-    return export.Source(model, origin="test", dataset=dataset, normalisation=(MEAN, STD))
+    return export.Source(model, origin="test", dataset=dataset, normalization=(MEAN, STD))
 
 
 ALL_FORMATS = ["--formats", "saved_model", "tflite", "onnx", "--quantize", *ALL_QUANT]
@@ -116,7 +116,7 @@ def test_every_format_and_variant_within_tolerance(kind, exports, rng):
     assert by_path["model.tflite"]["input"]["shape"] == [1, *model.input_shape[1:]]
 
     # Independently of the library's checks: raw pixels through each artifact give the
-    # outputs of the Keras network fed normalised inputs, as in training.
+    # outputs of the Keras network fed normalized inputs, as in training.
     images = digits_arrays("test")[0][:16].astype("float32")
     mean, std = (np.float32(manifest["preprocessing"][k]) for k in ("mean", "std"))
     expected = keras.ops.convert_to_numpy(model((images - mean) / std, training=False))
@@ -210,7 +210,7 @@ def test_mixed_precision_model_exports_a_runnable_float32_artifact(tmp_path):
     assert model.layers[2].compute_dtype == "float16"
     path = str(tmp_path / "mp.keras")
     model.save(path)
-    source = export.load_source(model=path, normalisation=(MEAN, STD))
+    source = export.load_source(model=path, normalization=(MEAN, STD))
     manifest = export.export_model(source, str(tmp_path / "a"), formats=["tflite"],
                                    verify_samples=16)
     v = manifest["artifacts"][0]["verification"]
@@ -372,7 +372,7 @@ def test_one_writer_per_export_target(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_a_plain_keras_model_says_it_has_no_normalisation(tmp_path, capsys):
+def test_a_plain_keras_model_says_it_has_no_normalization(tmp_path, capsys):
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3)(inputs)
     outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
@@ -383,7 +383,7 @@ def test_a_plain_keras_model_says_it_has_no_normalisation(tmp_path, capsys):
                                             str(tmp_path / "art")], capsys)
     assert code == 0, err
     assert "note: this model has no keras_preact residual units" in out
-    assert "note: no training normalisation is known for this model" in out
+    assert "note: no training normalization is known for this model" in out
     manifest = files.read_json(str(tmp_path / "art" / "manifest.json"))
     assert not manifest["preprocessing"]["included"] and len(manifest["notes"]) == 2
     assert manifest["input"]["values"] == "as the model"
@@ -438,7 +438,7 @@ def test_end_to_end_digits_int8_accuracy(exports, digits_run):
         config = json.load(f)
     assert manifest["arch"] == "resnet20" and manifest["dataset"] == "digits"
     assert manifest["source"] == os.path.join(run_dir, "last.keras") and manifest["trained"]
-    assert manifest["preprocessing"]["mean"] == config["normalisation"]["mean"]
+    assert manifest["preprocessing"]["mean"] == config["normalization"]["mean"]
     int8 = {a["path"]: a for a in manifest["artifacts"]}["model_int8.tflite"]
     assert int8["representative_samples"] == 200 and int8["verification"]["samples"] == 200
     # Calibrated on raw pixels: a uint8 camera pipeline feeds the artifact as is.
@@ -447,7 +447,7 @@ def test_end_to_end_digits_int8_accuracy(exports, digits_run):
     assert abs(int8["input"]["quantization"]["zero_point"]) <= 1
 
     images, labels = digits_arrays("test")
-    mean, std = (np.float32(config["normalisation"][k]) for k in ("mean", "std"))
+    mean, std = (np.float32(config["normalization"][k]) for k in ("mean", "std"))
     keras_pred = keras_model.predict((images - mean) / std, verbose=0).argmax(-1)
     runner = litert(os.path.join(out, "model_int8.tflite"))
     tflite_pred = np.array([runner(images=x[None])["logits"].argmax() for x in images])

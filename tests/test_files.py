@@ -257,3 +257,13 @@ def test_a_swap_killed_halfway_is_put_back_by_the_next_writer(tmp_path):
     with files.atomic_directory(str(target), overwrite=True, record_of=lambda p: {"a.bin", "b.bin"}):
         pass
     assert os.listdir(tmp_path) == ["export"] and (target / "mine.txt").read_text() == "the user's"
+
+
+def test_a_run_written_with_the_old_spelling_gives_its_normalization(tmp_path):
+    """keras_preact 0.1 wrote the training statistics under "normalisation"."""
+    stats = {"mean": [1.0, 2.0, 3.0], "std": [4.0, 5.0, 6.0]}
+    files.write_json(str(tmp_path / files.RUN_CONFIG),
+                     {"format": files.RUN_FORMAT, "identity": {"arch": "resnet20"},
+                      "normalisation": stats})
+    config = files.run_config(str(tmp_path))
+    assert config["normalization"] == stats and "normalisation" not in config

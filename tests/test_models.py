@@ -65,7 +65,7 @@ def test_resnet1001_parameters_and_forward_pass():
     # 333 units, one line each in model.summary().
     assert len(model.layers) < 400
     assert sum(l.name.startswith("stage") for l in model.layers) == 333
-    # Untrained BN moving statistics (mean 0, var 1) do not normalise, so an
+    # Untrained BN moving statistics (mean 0, var 1) do not normalize, so an
     # untrained 1001-layer net overflows in inference mode; use batch statistics.
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     y = to_np(model(x, training=True))
@@ -116,7 +116,7 @@ def test_zero_init_residual_keeps_an_untrained_deep_net_finite_in_inference(rng)
     plain = models.preact_resnet_cifar(depth, "bottleneck", classifier_activation=None)
     zeroed = models.preact_resnet_cifar(depth, "bottleneck", classifier_activation=None,
                                         zero_init_residual=True)
-    # Untrained BN statistics do not normalise: the signal grows with every unit
+    # Untrained BN statistics do not normalize: the signal grows with every unit
     # (ResNet-1001 overflows float32), unless each residual branch starts at zero.
     assert np.abs(to_np(plain(x))).max() > 1e4
     assert np.abs(to_np(zeroed(x))).max() < 1e2

@@ -291,7 +291,7 @@ def test_export_takes_the_unrolled_network(tmp_path, rng):
     unrolled, scanned = _pair(rng)
     path = str(tmp_path / "scanned.keras")
     scanned.save(path)
-    source = export.load_source(model=path, normalisation=((0.0,) * 3, (1.0,) * 3))
+    source = export.load_source(model=path, normalization=((0.0,) * 3, (1.0,) * 3))
     assert not any(isinstance(layer, ScannedUnits) for layer in source.model.layers)
     assert [layer.name for layer in source.model.layers] == [l.name for l in unrolled.layers]
     x = rng.normal(0, 1, (2, *SHAPE)).astype("float32")
