@@ -14,8 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
-from keras_preact import files  # noqa: E402
-from keras_preact._validation import UserError, installed  # noqa: E402
+from keras_preact.io import files  # noqa: E402
+from keras_preact.vocab._validation import UserError, installed  # noqa: E402
 
 # TensorFlow's C++ start-up logging is silenced unless the user asked for a level.
 USER_SET_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL" in os.environ

@@ -18,7 +18,7 @@ and prints a line per model.
 import sys
 
 import _cli
-from keras_preact.analysis import DATA_CHOICES
+from keras_preact.lab.analysis import DATA_CHOICES
 
 
 def parser():
@@ -48,7 +48,7 @@ def parser():
 def analyze(args):
     _cli.check_outputs([f"{args.out}.csv", f"{args.out}.png"], args.overwrite)
     _cli.import_tensorflow()
-    from keras_preact import analysis
+    from keras_preact.lab import analysis
 
     series = analysis.measure(args.models, data=args.data, batch=args.batch, seed=args.seed,
                               bn=args.bn, cifar_archive=args.cifar_archive,

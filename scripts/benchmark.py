@@ -21,8 +21,9 @@ import sys
 import tempfile
 
 import _cli
-from keras_preact import export, registry
-from keras_preact.data import DATASETS
+from keras_preact.deploy import export
+from keras_preact.models import registry
+from keras_preact.data.datasets import DATASETS
 
 
 def parser():
@@ -85,7 +86,7 @@ def parser():
 
 
 def train(args):
-    from keras_preact import benchmark
+    from keras_preact.deploy import benchmark
 
     benchmark.train(args.arch, batch=args.batch, steps=args.steps,
                     forms=args.forms or ("unrolled", "scanned"), remat=args.remat,
@@ -95,13 +96,13 @@ def train(args):
 
 def backup(args):
     _cli.import_tensorflow()
-    from keras_preact import training
+    from keras_preact.train import training
 
     training.benchmark_backup(args.arch, repeats=args.repeats)
 
 
 def infer(args):
-    from keras_preact import benchmark
+    from keras_preact.deploy import benchmark
 
     if args.export_dir:
         benchmark.check_export(args.export_dir, args.batch)  # (before TensorFlow loads)

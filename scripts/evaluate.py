@@ -16,7 +16,8 @@ std, or --mean/--std.
 import sys
 
 import _cli
-from keras_preact import catalog, registry
+from keras_preact.vocab import catalog
+from keras_preact.models import registry
 
 
 def parser():
@@ -48,7 +49,8 @@ def parser():
 
 def evaluate(args):
     _cli.import_tensorflow()
-    from keras_preact import evaluation, export
+    from keras_preact.deploy import evaluation
+    from keras_preact.deploy import export
 
     kwargs = {}
     if args.arch is not None:

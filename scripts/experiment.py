@@ -16,8 +16,8 @@ beside the paper's figures, and OUT/curves.png the training curves (seed 0 of ea
 import sys
 
 import _cli
-from keras_preact import config as cfg
-from keras_preact.experiments import GRIDS
+from keras_preact.train import config as cfg
+from keras_preact.lab.experiments import GRIDS
 
 
 def parser():
@@ -53,7 +53,7 @@ def parser():
 
 
 def experiment(args):
-    from keras_preact import experiments
+    from keras_preact.lab import experiments
 
     options = {} if args.lr is None else {"lr": args.lr}
     options.update(arch=args.arch, dataset=args.dataset, iterations=args.iterations,

@@ -15,8 +15,10 @@ import os
 import sys
 
 import _cli
-from keras_preact import catalog, export, registry
-from keras_preact.data import DATASETS
+from keras_preact.vocab import catalog
+from keras_preact.deploy import export
+from keras_preact.models import registry
+from keras_preact.data.datasets import DATASETS
 
 
 def parser():

@@ -4,7 +4,7 @@
 import sys
 
 import _cli
-from keras_preact.registry import markdown_table
+from keras_preact.models.registry import markdown_table
 
 
 def main(argv=None):

@@ -23,7 +23,7 @@ def parser():
 
 
 def plot(args):
-    from keras_preact.plotting import plot_runs
+    from keras_preact.train.plotting import plot_runs
 
     _cli.check_outputs([args.out], args.overwrite)
     missing = [d for d in args.run_dirs if not os.path.exists(os.path.join(d, "log.csv"))]

@@ -11,7 +11,8 @@ import math
 import sys
 
 import _cli
-from keras_preact import catalog, registry
+from keras_preact.vocab import catalog
+from keras_preact.models import registry
 
 
 def parser():

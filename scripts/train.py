@@ -12,8 +12,9 @@ is left as it is. The whole command line is checked before anything is written.
 import sys
 
 import _cli
-from keras_preact import catalog, registry
-from keras_preact import config as cfg
+from keras_preact.vocab import catalog
+from keras_preact.models import registry
+from keras_preact.train import config as cfg
 
 
 def parser():
@@ -98,11 +99,11 @@ def _switch(group, name, help):
 
 
 def train(config):
-    from keras_preact import rundir
+    from keras_preact.train import rundir
 
     checked = rundir.prepare(config)  # every check that needs no backend, first
     _cli.import_tensorflow()
-    from keras_preact import training
+    from keras_preact.train import training
 
     training.train(checked)
 

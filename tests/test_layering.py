@@ -247,29 +247,32 @@ def test_the_checker_reports_a_never_arrow_a_circle_and_an_unplaced_module(tmp_p
 # the functional graph's private attributes and its serialised graph's wiring keys.
 PRIVATE_KERAS = ("keras.src", "_flatten_layers", "_inbound_nodes", "_outbound_nodes",
                  "_tracker", "keras_history", "inbound_nodes", "_symbolic_build")
-COMPAT = f"{PACKAGE}/compat.py"
+COMPAT = f"{PACKAGE}/layers/compat.py"
+
+
+def _nodes(modules, skip):
+    """``(path, node)`` of every AST node of every module but ``skip``."""
+    for path, source in modules.items():
+        if path != skip:
+            yield from ((path, node) for node in ast.walk(ast.parse(source)))
 
 
 def private_keras_uses(modules):
     """``[(path, line, name)]`` of every mention of a ``PRIVATE_KERAS`` name outside compat:
     an attribute, an imported module, or a string (a key of Keras' serialised graph)."""
     found = []
-    for path, source in modules.items():
-        if path == COMPAT:
-            continue
-        for node in ast.walk(ast.parse(source)):
-            names = []
-            if isinstance(node, ast.Attribute):
-                names = [node.attr]
-            elif isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                names = [node.value]
-            for name in names:
-                hit = next((p for p in PRIVATE_KERAS
-                            if name == p or name.startswith(p + ".")), None)
-                if hit:
-                    found.append((path, node.lineno, hit))
+    for path, node in _nodes(modules, COMPAT):
+        names = []
+        if isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = [node.value]
+        for name in names:
+            hit = next((p for p in PRIVATE_KERAS if name == p or name.startswith(p + ".")), None)
+            if hit:
+                found.append((path, node.lineno, hit))
     return found
 
 
@@ -284,3 +287,43 @@ def test_the_private_keras_check_sees_each_kind_of_use():
     assert private_keras_uses(modules) == [(f"{PACKAGE}/a.py", 1, "keras.src"),
                                            (f"{PACKAGE}/a.py", 2, "_inbound_nodes"),
                                            (f"{PACKAGE}/a.py", 3, "keras_history")]
+
+
+def old_paths(modules):
+    """One line for each import, inside the package or the scripts, of a module path of 0.1
+    that the facade still serves (``keras_preact.MOVED``): code names a module by its part."""
+    facade = ast.parse(modules[FACADE])
+    moved = next(ast.literal_eval(node.value) for node in facade.body
+                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "MOVED")
+    lines = []
+    for path, node in _nodes(modules, FACADE):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names]
+                                     if node.module == PACKAGE else [])
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == PACKAGE and len(parts) > 1 and parts[1] in moved:
+                lines.append(f"{path}:{node.lineno} imports {PACKAGE}.{parts[1]}: write "
+                             f"{PACKAGE}.{moved[parts[1]]}")
+    return lines
+
+
+def test_the_code_names_each_module_by_its_part():
+    assert old_paths(read_modules(ROOT)) == []
+    assert old_paths({FACADE: "MOVED = {'files': 'io.files'}\n",
+                      "scripts/x.py": "from keras_preact import files\n"}) == [
+        "scripts/x.py:1 imports keras_preact.files: write keras_preact.io.files"]
+
+
+def test_an_old_module_path_is_the_same_module():
+    import keras_preact.train.training
+    import keras_preact.training
+
+    assert keras_preact.training is keras_preact.train.training
+    from keras_preact import files, models
+
+    assert files.__name__ == "keras_preact.io.files"
+    assert models.PreActResNet is models.resnet.PreActResNet

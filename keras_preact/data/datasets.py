@@ -3,7 +3,7 @@ python archives, and scikit-learn's bundled digits.
 
 * The small data sets (CIFAR from its python archive, digits) need no TensorFlow:
   they are held in memory as uint8, fed as raw batches, and normalized and augmented
-  inside the compiled training step (:mod:`keras_preact.augment`), on the
+  inside the compiled training step (:mod:`keras_preact.layers.augment`), on the
   accelerator. CIFAR training augmentation as in the paper: per-channel mean/std
   normalization from the training set, 4-pixel zero padding, random 32x32 crop,
   random horizontal flip. Each epoch's order depends only on ``(seed, epoch)`` and
@@ -28,7 +28,7 @@ import zlib
 
 import numpy as np
 
-from keras_preact._validation import UserError, check_choice
+from keras_preact.vocab._validation import UserError, check_choice
 
 
 class DataUnavailableError(UserError, RuntimeError):
@@ -359,7 +359,7 @@ class Data:
 
 
 def _normalizer(mean, std):
-    from keras_preact.preprocessing import normalization_layer
+    from keras_preact.layers.preprocessing import normalization_layer
 
     return normalization_layer(mean, std)
 
@@ -418,7 +418,7 @@ def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
     augmentation (``Data.augmentation``) runs inside the training step, seeded by the
     step. The test batches are normalized here, once.
     """
-    from keras_preact.augment import InStepAugmentation
+    from keras_preact.layers.augment import InStepAugmentation
 
     info = DATASETS[name]
     x_train, y_train = load_arrays(name, "train", data_dir, cifar_archive)

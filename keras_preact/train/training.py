@@ -2,9 +2,9 @@
 
 ``train(TrainConfig(...))`` checks the whole configuration, loads the data and
 builds the model before it touches the disk; then it opens the run directory
-(:mod:`keras_preact.rundir`: locked, recognised by its marker, resumed from the
+(:mod:`keras_preact.train.rundir`: locked, recognised by its marker, resumed from the
 newest intact backup) and fits. The settings and their paper defaults are in
-:mod:`keras_preact.config`.
+:mod:`keras_preact.train.config`.
 """
 
 import contextlib
@@ -20,11 +20,13 @@ import time
 
 import keras
 
-from keras_preact import files, registry, rundir
-from keras_preact.scanned import ScannedUnits
-from keras_preact.devices import has_gpu
-from keras_preact._validation import UserError, installed
-from keras_preact.config import (  # noqa: F401 - the configuration API is public here too
+from keras_preact.io import files
+from keras_preact.models import registry
+from keras_preact.train import rundir
+from keras_preact.layers.scanned import ScannedUnits
+from keras_preact.layers.devices import has_gpu
+from keras_preact.vocab._validation import UserError, installed
+from keras_preact.train.config import (  # noqa: F401 - the configuration API is public here too
     DATASET_NAMES,
     PRECISIONS,
     STRATEGIES,
@@ -47,7 +49,7 @@ def coupled_l2(weight_decay):
 
 
 def learning_rate(schedule):
-    """The :class:`~keras_preact.config.Schedule` as a Keras schedule.
+    """The :class:`~keras_preact.train.config.Schedule` as a Keras schedule.
 
     ``PiecewiseConstantDecay`` gives ``values[i]`` while ``step <= boundaries[i]``;
     the paper's rate changes *at* an iteration, hence ``b - 1``.
@@ -64,7 +66,7 @@ def check_backend(config):
     backend = keras.backend.backend()
     if backend not in ("tensorflow", "jax"):
         raise ValueError(f"Training supports the tensorflow and jax backends, not {backend!r}.")
-    from keras_preact.units import check_sync_bn
+    from keras_preact.layers.units import check_sync_bn
 
     check_sync_bn(config.sync_bn)
     if backend == "jax" and config.strategy == "multi_worker":
@@ -90,7 +92,7 @@ def make_strategy(config):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
     if config.strategy == "multi_worker":
-        from keras_preact import compat
+        from keras_preact.layers import compat
 
         compat.apply()
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -291,7 +293,7 @@ def train(config, log=print):
 
         tf.config.experimental.enable_op_determinism()
 
-    from keras_preact import data as data_lib
+    from keras_preact.data import datasets as data_lib
 
     data = data_lib.make_data(
         config.dataset, config.batch_size, seed=config.seed, data_dir=config.data_dir,
@@ -320,14 +322,14 @@ def train(config, log=print):
                        owned, rows)
         results["replicas"] = n_replicas
         if config.strategy == "multi_worker":
-            from keras_preact import compat
+            from keras_preact.layers import compat
 
             results["compat_fixes"] = sorted(compat.USED)
         path = _worker_path(config.model_dir, chief, rundir.RESULTS)
         _own(owned, path)
         files.write_json(path, results)
         if chief and _plots(config):
-            from keras_preact import plotting
+            from keras_preact.train import plotting
 
             path = os.path.join(config.model_dir, rundir.CURVES)
             _own(owned, path)
@@ -502,7 +504,7 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
         if start_epoch < schedule.epochs:
             stream = data.train_stream(schedule.epochs, start_epoch)
             if data.augmentation is not None and keras.backend.backend() == "tensorflow":
-                from keras_preact.data import tf_train_stream
+                from keras_preact.data.datasets import tf_train_stream
 
                 stream = tf_train_stream(data, schedule.epochs, start_epoch, config.batch_size)
             model.fit(
@@ -579,7 +581,7 @@ def weights_digest(weights):
 
 # -- what the run says ------------------------------------------------------------------
 def _report_start(config, model, data, schedule, strategy, n_replicas, start_epoch, log):
-    from keras_preact.catalog import format_shortcut
+    from keras_preact.vocab.catalog import format_shortcut
 
     params = sum(math.prod(w.shape) for w in model.trainable_weights)
     rates = [f"{schedule.values[0]:g}" + (" (warm-up)" if schedule.warmup_iterations else "")]

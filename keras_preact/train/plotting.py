@@ -3,8 +3,9 @@
 
 import os
 
-from keras_preact import files, rundir
-from keras_preact.catalog import format_shortcut
+from keras_preact.io import files
+from keras_preact.train import rundir
+from keras_preact.vocab.catalog import format_shortcut
 
 # The paper's figures show test error from 0 to 20%; the axis widens for runs above it.
 ERROR_AXIS_TOP = 20.0

@@ -16,7 +16,11 @@ layers (``units``, ``shortcuts``) and builders (``models``) bind these names to 
 import numbers
 import os
 
-from keras_preact._validation import check_choice, check_float
+from keras_preact.vocab._validation import check_choice, check_float
+
+# This package's version (``keras_preact.__version__``; exports record it). Plain data here,
+# where every part may read it without importing the package's facade.
+VERSION = "0.2.0"
 
 # BatchNormalization as in the authors' Torch code (nn.SpatialBatchNormalization).
 BN_MOMENTUM, BN_EPSILON = 0.9, 1e-5

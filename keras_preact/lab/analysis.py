@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from keras_preact import files
+from keras_preact.io import files
 
 FIELDS = ("unit", "input_norm", "residual_norm", "grad_norm", "clipped_fraction",
           "dead_relu_fraction")
@@ -41,9 +41,9 @@ def propagation(model, images, labels, training=False):
     import keras
     from keras import ops
 
-    from keras_preact.models import unroll
-    from keras_preact.scanned import ScannedUnits
-    from keras_preact.units import ResidualUnit
+    from keras_preact.models.resnet import unroll
+    from keras_preact.layers.scanned import ScannedUnits
+    from keras_preact.layers.units import ResidualUnit
 
     if any(isinstance(layer, ScannedUnits) for layer in model.layers):
         model = unroll(model)
@@ -152,8 +152,9 @@ def parse_source(text):
     the options of :data:`MODEL_OPTIONS`, e.g. ``resnet110+shortcut=constant_scaling:scale=0.5``."""
     import os
 
-    from keras_preact import catalog, registry
-    from keras_preact._validation import check_choice
+    from keras_preact.vocab import catalog
+    from keras_preact.models import registry
+    from keras_preact.vocab._validation import check_choice
 
     if os.path.exists(text):
         return os.path.basename(os.path.normpath(text)), "path", text
@@ -185,7 +186,8 @@ def load_network(kind, value, classes=10, input_shape=None, seed=0):
 
     import keras
 
-    from keras_preact import models, registry
+    from keras_preact.models import resnet as models
+    from keras_preact.models import registry
 
     if kind == "arch":
         arch, options = value
@@ -212,8 +214,8 @@ def batch_of(data, count, input_shape, seed=0, cifar_archive=None, data_dir=None
     """``(images, labels)``: ``count`` test images of a data set, normalized by
     ``normalization`` (``{"mean", "std"}``, else the training set's own statistics), or
     standard-normal ``noise`` of ``input_shape`` with random labels."""
-    from keras_preact import data as data_lib
-    from keras_preact._validation import check_choice
+    from keras_preact.data import datasets as data_lib
+    from keras_preact.vocab._validation import check_choice
 
     check_choice("data", data, DATA_CHOICES)
     rng = np.random.default_rng(seed)
@@ -244,8 +246,8 @@ MEASURE_BYTES = 80
 def check_batch(model, batch):
     """Refuse (one line naming the largest that fits) a ``--batch`` whose measurement of
     ``model`` needs more memory than is available, before anything is allocated."""
-    from keras_preact._validation import check_memory
-    from keras_preact.scanned import ScannedUnits
+    from keras_preact.vocab._validation import check_memory
+    from keras_preact.layers.scanned import ScannedUnits
 
     values = sum(math.prod(layer.output.shape[1:])
                  * (layer.count if isinstance(layer, ScannedUnits) else 1)
@@ -283,7 +285,7 @@ def measure(sources, data="digits", batch=32, seed=0, bn="auto", cifar_archive=N
     ``auto``: the batch's for a fresh network (whose moving statistics are the initial
     0 and 1, which normalize nothing), the moving ones for a trained one.
     """
-    from keras_preact._validation import check_choice
+    from keras_preact.vocab._validation import check_choice
 
     check_choice("bn", bn, BN_CHOICES)
     parsed = [parse_source(s) for s in sources]  # every name checked before any work
@@ -348,7 +350,7 @@ def plot(series, path, title=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from keras_preact.plotting import colours, legend_below, save_figure
+    from keras_preact.train.plotting import colours, legend_below, save_figure
 
     clipped = any(r["clipped_fraction"] is not None for rows in series.values() for r in rows)
     panels = len(PLOTTED) + clipped

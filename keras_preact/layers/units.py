@@ -43,8 +43,8 @@ off the stride-2 shortcut's grid.)
 import keras
 from keras import layers
 
-from keras_preact._validation import check_choice, check_float, check_int
-from keras_preact.catalog import (
+from keras_preact.vocab._validation import check_choice, check_float, check_int
+from keras_preact.vocab.catalog import (
     BN_EPSILON,
     BN_MOMENTUM,
     EXPANSION,
@@ -52,7 +52,7 @@ from keras_preact.catalog import (
     PLACEMENT_FIGURES,
     PROJECTIONS,
 )
-from keras_preact.shortcuts import (
+from keras_preact.layers.shortcuts import (
     he_normal_fan_out,
     make_shortcut,
     resolve_shortcut,
@@ -89,7 +89,7 @@ class ResidualUnit(layers.Layer):
         stride_on: which convolution carries the stride: ``"first"`` (the
             authors' CIFAR code, resnet-1k-layers) or ``"3x3"`` (the
             fb.resnet.torch ImageNet pre-ResNet).
-        shortcut: a shortcut name or dict, see ``keras_preact.shortcuts``.
+        shortcut: a shortcut name or dict, see ``keras_preact.layers.shortcuts``.
         projection: ``"A"``, ``"B"`` or ``"C"``: how a change of shape is met.
         preact: ``"auto"``, ``"residual"``, ``"shared"`` or ``"none"``; only
             meaningful for pre-activation placements.
@@ -106,7 +106,7 @@ class ResidualUnit(layers.Layer):
         kernel_regularizer: applied to every convolution kernel.
     """
 
-    placement = None  # the subclass's name in keras_preact.catalog (its Fig. 4 panel)
+    placement = None  # the subclass's name in keras_preact.vocab.catalog (its Fig. 4 panel)
     figure = None
     preactivation = ()
     after_conv = (BN, RELU)
@@ -140,7 +140,7 @@ class ResidualUnit(layers.Layer):
         if self.placement is None:
             raise TypeError(
                 "ResidualUnit is a base class; use one of "
-                f"{', '.join(PLACEMENT_FIGURES)} (keras_preact.units.PLACEMENTS)."
+                f"{', '.join(PLACEMENT_FIGURES)} (keras_preact.layers.units.PLACEMENTS)."
             )
         self.filters = check_int("filters", filters, minimum=1)
         self.form = check_choice("residual form", form, FORMS)

@@ -11,7 +11,7 @@ backend and saves as ``.keras``.
 
 import numpy as np
 
-from keras_preact._validation import check_choice
+from keras_preact.vocab._validation import check_choice
 
 INPUT_NAME = "images"
 LOGITS = "logits"
@@ -47,7 +47,7 @@ def normalization_layer(mean, std, name="normalize"):
 def split_normalization(model):
     """``(network, (mean, std))`` of a model that starts with :func:`normalization_layer`
     (a ``Rescaling`` named ``normalize`` on its input, as the converted pretrained
-    models of ``keras_preact.convert`` do), else ``(model, None)``. ``network`` is the
+    models of ``keras_preact.interop.convert`` do), else ``(model, None)``. ``network`` is the
     rest of the model (shared layers, same weights), taking normalized inputs."""
     import keras
 

@@ -1,7 +1,7 @@
 """The paper's experiments as named grids of training runs (``scripts/experiment.py``).
 
 A grid is a list of variants (arch, data set, placement, shortcut), each trained once per
-seed into its own run directory under ``out``, with ``keras_preact.training.train``: a
+seed into its own run directory under ``out``, with ``keras_preact.train.training.train``: a
 finished run is skipped, an interrupted one resumes, a diverged one is recorded (the
 paper's "fail") and not retried. Then ``results.md`` (measured test error, mean and
 standard deviation over seeds, beside the paper's figure for the paper's configuration)
@@ -13,9 +13,10 @@ import os
 import shlex
 import statistics
 
-from keras_preact import files, registry
-from keras_preact._validation import check_choice
-from keras_preact.catalog import PLACEMENT_FIGURES, format_shortcut
+from keras_preact.io import files
+from keras_preact.models import registry
+from keras_preact.vocab._validation import check_choice
+from keras_preact.vocab.catalog import PLACEMENT_FIGURES, format_shortcut
 
 TABLE1_SHORTCUTS = (  # the rows of Table 1 (exclusive gating's "0 to -5" row runs bias 0)
     "identity", "constant_scaling:scale=0", "constant_scaling:scale=0.5",
@@ -49,12 +50,12 @@ class Variant:
         return "".join(c if c.isalnum() or c in "-." else "_" for c in self.label.replace(" ", "-"))
 
     def paper_error(self):
-        from keras_preact import config as cfg
+        from keras_preact.train import config as cfg
 
         return cfg.paper_error(cfg.resolve_config(self.config("x")))
 
     def config(self, model_dir, **options):
-        from keras_preact.config import TrainConfig
+        from keras_preact.train.config import TrainConfig
 
         return TrainConfig(model_dir=model_dir, arch=self.arch, dataset=self.dataset,
                            placement=self.placement, shortcut=self.shortcut, **options)
@@ -132,7 +133,7 @@ def plan(name, out, arch=None, dataset=None, iterations=None, epochs=None, seeds
                                  iterations=iterations, epochs=epochs, batch_size=batch_size,
                                  plot=False, **options)
             runs.append(Run(variant, config, seed))
-    from keras_preact.config import resolve_config
+    from keras_preact.train.config import resolve_config
 
     for run in runs:  # every run checked before anything is trained
         resolve_config(run.config)
@@ -141,7 +142,7 @@ def plan(name, out, arch=None, dataset=None, iterations=None, epochs=None, seeds
 
 def train_command(config):
     """The ``scripts/train.py`` command line that trains ``config``."""
-    from keras_preact.config import TrainConfig, switch
+    from keras_preact.train.config import TrainConfig, switch
 
     default = TrainConfig(model_dir="")
     args = []
@@ -166,7 +167,7 @@ GRID_OWNED = ".owned-grid.json"  # what the grid wrote in --out (files.Record)
 def run_grid(name, out, log=print, **kwargs):
     """Train (or resume, or skip) every run of grid ``name``; write ``results.md`` and
     ``curves.png`` in ``out``; return the rows of the results table."""
-    from keras_preact import training
+    from keras_preact.train import training
 
     runs = plan(name, out, **kwargs)
     files.ensure_directory_possible(out, "--out")
@@ -207,7 +208,7 @@ def run_grid(name, out, log=print, **kwargs):
     finished = [r.config.model_dir for r in runs
                 if r.seed == 0 and os.path.exists(os.path.join(r.config.model_dir, "log.csv"))]
     if finished:
-        from keras_preact.plotting import plot_runs
+        from keras_preact.train.plotting import plot_runs
 
         plot_runs(finished, os.path.join(out, "curves.png"), log_error=True)
     log(f"results    {os.path.join(out, 'results.md')}" +
@@ -219,8 +220,8 @@ def _check_folder(run):
     """``rundir.check`` of ``run``'s folder: ``(action, found)``; a folder it refuses is
     refused in experiment.py's terms (its messages name train.py's --model-dir and
     --overwrite; a grid's folders come from --out, and a run is discarded by moving it away)."""
-    from keras_preact import rundir
-    from keras_preact.config import resolve_config
+    from keras_preact.train import rundir
+    from keras_preact.train.config import resolve_config
 
     config = resolve_config(run.config)
     files.ensure_directory_possible(config.model_dir, f"the folder of {run.label} seed {run.seed}")
@@ -285,7 +286,7 @@ def _paper(value):
 
 def write_results(name, runs, rows, path):
     """``results.md``: the budget, then the measured table beside the paper's."""
-    from keras_preact.config import WARMUP_LR, TrainConfig
+    from keras_preact.train.config import WARMUP_LR, TrainConfig
 
     c = runs[0].config
     budget = (f"{c.iterations} iterations" if c.iterations else

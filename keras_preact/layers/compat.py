@@ -35,7 +35,7 @@ import re
 
 import keras
 
-from keras_preact._validation import UserError
+from keras_preact.vocab._validation import UserError
 
 REDUCE_SYMPTOM = "Invalid reduction dimension"
 USED = set()  # the names of the fixes that ran in this process

@@ -1,6 +1,6 @@
 """Network builders: the CIFAR and ImageNet residual networks of the paper.
 
-Depths are data: ``keras_preact.catalog`` holds the configurations
+Depths are data: ``keras_preact.vocab.catalog`` holds the configurations
 (``CIFAR_UNITS_PER_STAGE``: 6n+2 basic, 9n+2 bottleneck; ``IMAGENET_STAGES``), two family builders turn a
 configuration into a ``keras.Model``, and the named builders
 (``PreActResNet164`` ...) only bind one. Every builder takes the
@@ -23,7 +23,7 @@ Layouts (the paper's appendix and the authors' code):
   resnetv2 and keras-hub's pre-activation ResNetBackbone) or
   ``"keras_applications"`` (keras.applications' ResNet50V2/101V2/152V2); each is
   described, with where it departs from the paper, in
-  ``keras_preact.catalog.LAYOUTS``. ``weights="imagenet"`` loads keras.applications'
+  ``keras_preact.vocab.catalog.LAYOUTS``. ``weights="imagenet"`` loads keras.applications'
   published weights into the ``"keras_applications"`` layout (depths 50, 101, 152).
 * Pre-activation placements (``full_preact``, ``relu_only_preact``): the
   first unit is activated once before the split (its shortcut sees the
@@ -43,9 +43,9 @@ import zipfile
 import keras
 from keras import layers
 
-from keras_preact import compat
-from keras_preact._validation import check_choice, check_int
-from keras_preact.catalog import (  # noqa: F401 - the depth tables are public here too
+from keras_preact.layers import compat
+from keras_preact.vocab._validation import check_choice, check_int
+from keras_preact.vocab.catalog import (  # noqa: F401 - the depth tables are public here too
     CIFAR_DEPTHS,
     CIFAR_STRIDES,
     CIFAR_UNITS_PER_STAGE,
@@ -65,9 +65,9 @@ from keras_preact.catalog import (  # noqa: F401 - the depth tables are public h
     imagenet_stages,
     resolve_shortcut,
 )
-from keras_preact.preprocessing import normalization_layer
-from keras_preact.registry import pretrained_source
-from keras_preact.scanned import (
+from keras_preact.layers.preprocessing import normalization_layer
+from keras_preact.models.registry import pretrained_source
+from keras_preact.layers.scanned import (
     ScannedUnits,
     assign_unrolled,
     runs,
@@ -75,8 +75,8 @@ from keras_preact.scanned import (
     unrolled_variables,
     unrolled_weights,
 )
-from keras_preact.shortcuts import he_normal_fan_out
-from keras_preact.units import PLACEMENTS, ResidualUnit, check_sync_bn
+from keras_preact.layers.shortcuts import he_normal_fan_out
+from keras_preact.layers.units import PLACEMENTS, ResidualUnit, check_sync_bn
 
 POOLINGS = (None, "avg", "max")
 IMAGENET_WEIGHTS_DEPTHS = tuple(IMAGENET_WEIGHTS)
@@ -286,15 +286,15 @@ class PreActResNet(keras.Model):
         include_top, input_shape, pooling, classes, classifier_activation, name: as
             keras.applications' (``input_tensor`` too: the network then starts at that
             tensor's source inputs).
-        placement: the residual unit of Fig. 4 (``keras_preact.units.PLACEMENTS``).
+        placement: the residual unit of Fig. 4 (``keras_preact.layers.units.PLACEMENTS``).
         layout: ``"paper"``, ``"timm"`` or ``"keras_applications"``
-            (``keras_preact.catalog.LAYOUTS``); the latter two need the ImageNet
+            (``keras_preact.vocab.catalog.LAYOUTS``); the latter two need the ImageNet
             stem and a pre-activation placement.
         bn_momentum, bn_epsilon, sync_bn, kernel_regularizer: for every BN and
             convolution of the network (stem and head included); the BN defaults
             are the layout's (``catalog.LAYOUT_BN``).
         scan_units: hold each run of identical units (units 2..n of a stage) in one
-            ``keras_preact.scanned.ScannedUnits`` layer, applied by a scan: the same
+            ``keras_preact.layers.scanned.ScannedUnits`` layer, applied by a scan: the same
             network, traced and compiled once per run instead of once per unit.
         remat: recompute the scanned units' activations in the backward pass
             (needs ``scan_units=True``): activation memory stops growing with depth.
@@ -304,7 +304,7 @@ class PreActResNet(keras.Model):
         dtype: the dtype policy of every layer (default: the global policy).
         **unit_options: the residual units' own options (``shortcut``,
             ``projection``, ``stride_on``, ``zero_init_residual``, ...; see
-            ``keras_preact.units.ResidualUnit``).
+            ``keras_preact.layers.units.ResidualUnit``).
 
     Attributes:
         pyramid_outputs: ``{"P<level>": feature map}``, the last feature map of each
@@ -477,7 +477,7 @@ def _layout_options(layout, stem, unit_cls, unit_options):
              if k in unit_options and unit_options[k] != v]
     if wrong:
         raise ValueError(f"layout={layout!r} fixes {', '.join(fixed)} (see "
-                         f"keras_preact.catalog.LAYOUTS); drop {', '.join(wrong)} or use "
+                         f"keras_preact.vocab.catalog.LAYOUTS); drop {', '.join(wrong)} or use "
                          "layout='paper'.")
     return {**unit_options, **fixed}
 
@@ -644,7 +644,7 @@ def preact_resnet_imagenet(depth, *, stem="imagenet", layout=None, weights=None,
     gives the 32x32 variant (3x3/1 stem, no max-pool, 10 classes by default).
 
     ``layout`` is ``"paper"`` (the default), ``"timm"`` or ``"keras_applications"``
-    (``keras_preact.catalog.LAYOUTS``). ``weights="imagenet"`` (depths 50, 101, 152)
+    (``keras_preact.vocab.catalog.LAYOUTS``). ``weights="imagenet"`` (depths 50, 101, 152)
     loads keras.applications' published ResNet V2 weights, converted, into the
     ``"keras_applications"`` layout (the default layout then); so does the path to
     their downloaded ``.h5`` file. Their inputs are pixels scaled to [-1, 1]
@@ -681,7 +681,7 @@ def preact_resnet_imagenet(depth, *, stem="imagenet", layout=None, weights=None,
 
 
 def _check_pretrained(depth, stem, layout, placement, include_top, classes, options):
-    from keras_preact.catalog import imagenet_weights_file, resolve_shortcut
+    from keras_preact.vocab.catalog import imagenet_weights_file, resolve_shortcut
 
     imagenet_weights_file(depth)  # a depth they exist for
     problems = []
@@ -733,7 +733,7 @@ def _named_builder(family, depth, form=None):
         "Takes the keras.applications arguments (include_top, weights, input_tensor,\n"
         "input_shape, pooling, classes, classifier_activation, name), placement\n"
         "(default 'full_preact'), shortcut (default 'identity') and the other options of\n"
-        "keras_preact.build_resnet and keras_preact.units.ResidualUnit"
+        "keras_preact.build_resnet and keras_preact.layers.units.ResidualUnit"
         + (" (and stem, layout; see keras_preact.models.preact_resnet_imagenet)"
            if family != "cifar" else "") + ".\n"
         + ("weights='imagenet' loads keras.applications' ResNet%dV2 weights.\n" % depth

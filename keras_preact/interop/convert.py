@@ -17,7 +17,7 @@
 Every weight is copied (the classifier too) and every weight of the result is
 accounted for. The source's input preprocessing travels with the converted model
 as its first layer, a ``Rescaling`` named ``normalize``
-(``keras_preact.preprocessing.normalization_layer``): the converted model takes pixels
+(``keras_preact.layers.preprocessing.normalization_layer``): the converted model takes pixels
 on the 0-255 scale, and ``scripts/export.py`` and ``scripts/evaluate.py`` read
 the preprocessing back from it. ``include_preprocessing=False`` gives the bare
 network, which takes what the source network takes.
@@ -27,8 +27,10 @@ import os
 import re
 import socket
 
-from keras_preact import catalog, files, registry
-from keras_preact._validation import UserError
+from keras_preact.vocab import catalog
+from keras_preact.io import files
+from keras_preact.models import registry
+from keras_preact.vocab._validation import UserError
 
 # Seconds a download may stall before weights="imagenet" gives up and says what to do.
 DOWNLOAD_TIMEOUT = 20
@@ -50,7 +52,7 @@ def from_keras_applications(model, include_preprocessing=True):
     result takes 0-255 pixels and scales them to [-1, 1] as keras.applications'
     ``resnet_v2.preprocess_input`` does; without, it takes what ``model`` takes.
     """
-    from keras_preact.models import preact_resnet_imagenet
+    from keras_preact.models.resnet import preact_resnet_imagenet
 
     names = {layer.name for layer in model.layers}
     if "post_bn" not in names or "conv2_block1_preact_bn" not in names:
@@ -89,7 +91,7 @@ def from_keras_hub(model, include_preprocessing=None, normalization=None):
     resnetv2 presets: ImageNet's mean and std). ``include_preprocessing`` defaults
     to whether one is known.
     """
-    from keras_preact.models import preact_resnet_imagenet
+    from keras_preact.models.resnet import preact_resnet_imagenet
 
     backbone = getattr(model, "backbone", model)
     config = backbone.get_config() if hasattr(backbone, "get_config") else {}
@@ -268,14 +270,14 @@ def _source_weights(source):
 # -- scanned and unrolled networks -----------------------------------------------------
 def scan(model, remat=False):
     """``keras_preact.models.scan`` (kept here, where earlier versions had it)."""
-    from keras_preact import models
+    from keras_preact.models import resnet as models
 
     return models.scan(model, remat=remat)
 
 
 def unroll(model):
     """``keras_preact.models.unroll`` (kept here, where earlier versions had it)."""
-    from keras_preact import models
+    from keras_preact.models import resnet as models
 
     return models.unroll(model)
 

@@ -12,7 +12,7 @@ Layout (``--model-dir``)::
     .lock-<worker>     held while a process writes the run
     .owned-<worker>.json   the record of every path that worker wrote (files.Record)
 
-Every file is written through :mod:`keras_preact.files` (atomically), and recorded
+Every file is written through :mod:`keras_preact.io.files` (atomically), and recorded
 before it is written. ``--overwrite`` removes exactly what the records list, at any
 depth, and keeps (and names) everything else; a run without a complete record (of an
 older version) is refused, naming what would be lost, as is a folder that holds no run.
@@ -27,7 +27,7 @@ import os
 import re
 import time
 
-from keras_preact import files
+from keras_preact.io import files
 
 RUN_FORMAT, CONFIG = files.RUN_FORMAT, files.RUN_CONFIG
 BACKUP_FORMAT = "keras_preact.backup/1"
@@ -225,7 +225,7 @@ class Checked:
 def prepare(config):
     """Resolve ``config`` and check its run directory, once per run: every check that
     needs no backend. ``training.train`` takes the result as it is."""
-    from keras_preact.config import resolve_config
+    from keras_preact.train.config import resolve_config
 
     resolved = resolve_config(config)
     return Checked(resolved, *check(resolved))

@@ -13,7 +13,7 @@ artifact takes raw pixels, named signatures, a float32 rebuild of
 mixed-precision models, the LiteRT quantisation variants with a representative
 dataset drawn from the training data, a check of every artifact through its
 real consumer (:func:`open_runtime`, also what the benchmark times) against the
-Keras model, a manifest, and safe writes (:mod:`keras_preact.files`): the folder
+Keras model, a manifest, and safe writes (:mod:`keras_preact.io.files`): the folder
 is assembled in a hidden sibling and renamed into place only when every artifact
 has passed, an existing folder is replaced only if it is an export, and one
 process writes a target at a time.
@@ -32,9 +32,12 @@ import warnings
 
 import numpy as np
 
-from keras_preact import catalog, files, preprocessing, registry
-from keras_preact._validation import UserError, check_choice, check_int
-from keras_preact.preprocessing import INPUT_NAME, LOGITS, PROBABILITIES
+from keras_preact.vocab import catalog
+from keras_preact.io import files
+from keras_preact.layers import preprocessing
+from keras_preact.models import registry
+from keras_preact.vocab._validation import UserError, check_choice, check_int
+from keras_preact.layers.preprocessing import INPUT_NAME, LOGITS, PROBABILITIES
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -103,11 +106,11 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
     verification, and for an ``arch`` or a bare ``.keras`` file also the
     normalization; ``normalization=(mean, std)`` sets it explicitly. A ``.keras``
     file that starts with its own ``normalize`` layer (a model converted by
-    ``keras_preact.convert``) gives that preprocessing; ``weights="imagenet"`` in
+    ``keras_preact.interop.convert``) gives that preprocessing; ``weights="imagenet"`` in
     ``builder_kwargs`` gives keras.applications' [-1, 1] scaling.
     ``input_shape`` fixes the artifacts' image size (for ``arch``, the network's).
     """
-    from keras_preact import data as data_lib
+    from keras_preact.data import datasets as data_lib
 
     if (model is None) == (arch is None):
         raise ValueError("Give exactly one of `model` (a run directory or .keras file) and `arch`.")
@@ -128,7 +131,7 @@ def load_source(model=None, arch=None, checkpoint="last", classes=None, input_sh
             raise ValueError("classes and builder options only apply with `arch`; a saved "
                              "model already has them.")
         keras_path, run = _saved_model_path(os.fspath(model), checkpoint)
-        from keras_preact.models import load_keras_file
+        from keras_preact.models.resnet import load_keras_file
 
         source = Source(_unrolled(load_keras_file(keras_path)), os.path.abspath(keras_path))
         if run:
@@ -188,7 +191,7 @@ def _check_normalization(source, mean, std):
 
 
 def _build_arch(arch, classes, input_shape, dataset, builder_kwargs):
-    from keras_preact import data as data_lib
+    from keras_preact.data import datasets as data_lib
 
     spec = registry.get_spec(arch)
     kwargs = dict(builder_kwargs, classifier_activation=None)
@@ -243,7 +246,7 @@ def _add_notes(source):
 
 def dataset_normalization(dataset, data_dir=None, cifar_archive=None):
     """The (mean, std) training would use for ``dataset``."""
-    from keras_preact import data as data_lib
+    from keras_preact.data import datasets as data_lib
 
     if dataset == "imagenet2012":
         return data_lib.IMAGENET_MEAN, data_lib.IMAGENET_STD
@@ -255,8 +258,8 @@ def dataset_normalization(dataset, data_dir=None, cifar_archive=None):
 def _unrolled(model):
     """The artifacts hold the unrolled network (the same weights): every format and
     runtime takes it, and the layers read as in the paper."""
-    from keras_preact.models import unroll
-    from keras_preact.scanned import ScannedUnits
+    from keras_preact.models.resnet import unroll
+    from keras_preact.layers.scanned import ScannedUnits
 
     if any(isinstance(layer, ScannedUnits) for layer in model.layers):
         return unroll(model)
@@ -265,7 +268,7 @@ def _unrolled(model):
 
 def describe(model):
     """Placement(s), shortcut(s) and projection(s) of the residual units in ``model``."""
-    from keras_preact.scanned import residual_units
+    from keras_preact.layers.scanned import residual_units
 
     placements, shortcuts, projections, units = [], [], [], 0
     for unit, count in residual_units(model):
@@ -334,7 +337,7 @@ def build_serving(source, preprocessing_on=None, softmax=True, input_dtype="floa
 def sample_images(source, split, n, seed=0, raw=True):
     """``n`` images from ``source``'s data set (``split``), raw pixels (0-255, float32)
     when ``raw`` else normalized; random pixels when no data set is known."""
-    from keras_preact import data as data_lib
+    from keras_preact.data import datasets as data_lib
 
     rng = np.random.default_rng(seed)
     shape = source.input_shape
@@ -357,7 +360,7 @@ def sample_images(source, split, n, seed=0, raw=True):
         return images
     if source.normalization is None:
         return rng.standard_normal((n,) + shape).astype("float32")
-    from keras_preact.preprocessing import normalization_layer
+    from keras_preact.layers.preprocessing import normalization_layer
 
     import keras
 
@@ -513,9 +516,7 @@ def versions():
     import keras
     import tensorflow as tf
 
-    import keras_preact
-
-    out = {"keras_preact": keras_preact.__version__, "keras": keras.__version__,
+    out = {"keras_preact": catalog.VERSION, "keras": keras.__version__,
            "tensorflow": tf.__version__, "numpy": np.__version__,
            "python": platform.python_version()}
     for module in ("ai-edge-litert", "onnx", "onnxruntime", "tf2onnx"):

@@ -17,8 +17,8 @@ import collections
 import dataclasses
 import importlib
 
-from keras_preact import catalog
-from keras_preact._validation import check_choice
+from keras_preact.vocab import catalog
+from keras_preact.vocab._validation import check_choice
 
 # Test error (%) reported in He et al. 2016, by data set and unit placement.
 # CIFAR: Table 2 (placements, ResNet-110 and ResNet-164 on CIFAR-10) and
@@ -76,7 +76,7 @@ def paper_shortcut_error(arch, dataset, shortcut):
 
 
 # Where pretrained weights come from. The builders never download: the layer above them
-# (keras_preact.convert, which the package imports) registers each source here.
+# (keras_preact.interop.convert, which the package imports) registers each source here.
 PretrainedSource = collections.namedtuple("PretrainedSource", "fetch load")
 _PRETRAINED = {}
 
@@ -89,8 +89,8 @@ def register_pretrained(name, fetch, load):
 
 def pretrained_source(name):
     if name not in _PRETRAINED:
-        raise ValueError(f"weights={name!r} needs keras_preact.convert, which registers it: "
-                         "import keras_preact.convert first.")
+        raise ValueError(f"weights={name!r} needs keras_preact.interop.convert, which registers it: "
+                         "import keras_preact.interop.convert first.")
     return _PRETRAINED[name]
 
 

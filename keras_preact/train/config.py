@@ -21,8 +21,9 @@ budget that takes a larger share of the iterations than 400 of 64k).
 
 import dataclasses
 
-from keras_preact import catalog, registry
-from keras_preact._validation import check_choice, check_float, check_int
+from keras_preact.vocab import catalog
+from keras_preact.models import registry
+from keras_preact.vocab._validation import check_choice, check_float, check_int
 
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
 PRECISIONS = ("off", "float16", "bfloat16")

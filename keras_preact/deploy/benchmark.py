@@ -8,8 +8,8 @@ process, with ratios. The rest of this module is the inference benchmark:
 ``infer(export_dir)`` times, on this machine, the Keras serving model (the
 float32 network with its preprocessing, ``predict_on_batch``), the SavedModel
 signature, every LiteRT variant and the ONNX model of an export folder written
-by :func:`keras_preact.export.export_model`, each through the same runtime the
-export was verified with (:func:`keras_preact.export.open_runtime`): median
+by :func:`keras_preact.deploy.export.export_model`, each through the same runtime the
+export was verified with (:func:`keras_preact.deploy.export.open_runtime`): median
 latency at batch 1 and throughput at a larger batch, plus the artifact sizes.
 Figures are printed, not asserted; the variants run in one process so that they
 share the machine's load.
@@ -26,8 +26,9 @@ import time
 
 import numpy as np
 
-from keras_preact import export, files
-from keras_preact._validation import check_memory
+from keras_preact.deploy import export
+from keras_preact.io import files
+from keras_preact.vocab._validation import check_memory
 
 # Memory per image of a batch, for check_batch: its pixels (drawn as int64, kept as float32:
 # 12 bytes a value) and, per input pixel, the live activations, bounded by 6 tensors of 64
@@ -195,7 +196,7 @@ def _train_child(spec):
         model = anchor.cifar_preact(depth, bottleneck=depth != 110)
         jit = True  # as the reference compiles
     else:
-        from keras_preact import registry
+        from keras_preact.models import registry
 
         model = registry.get_model(spec["arch"], classifier_activation=None,
                                    scan_units=spec["scan"], remat=spec["remat"],
@@ -219,7 +220,7 @@ def _train_child(spec):
 def _run_child(spec, timeout):
     """Run one measurement in a child process; its figures and its peak resident memory."""
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "keras_preact.benchmark", "train-child",
+        proc = subprocess.Popen([sys.executable, "-m", "keras_preact.deploy.benchmark", "train-child",
                                  json.dumps(spec)], stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while True:
@@ -249,12 +250,12 @@ def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
     """Time training of ``arch`` in each of ``forms`` (``"unrolled"``, ``"scanned"``) and,
     with ``reference``, the plain-Keras reference network, each in its own process, one
     after the other on this machine; print a table with ratios to the first row."""
-    from keras_preact import registry
+    from keras_preact.models import registry
 
     check_batch(registry.get_spec(arch).input_shape, batch, steps)
     import keras
 
-    from keras_preact.devices import has_gpu
+    from keras_preact.layers.devices import has_gpu
 
     backend = keras.backend.backend()
     if jit == "auto":  # as train.py: XLA on JAX, and on TensorFlow where there is a GPU
@@ -295,7 +296,7 @@ def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
 
 
 def _device_name():
-    from keras_preact.devices import has_gpu
+    from keras_preact.layers.devices import has_gpu
 
     return "GPU" if has_gpu() else f"CPU, {os.cpu_count()} cores"
 

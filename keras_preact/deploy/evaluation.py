@@ -2,7 +2,7 @@
 (tensorflow-datasets ``imagenet2012``) at one or more crops, or the test split of a small
 data set (CIFAR, digits) at its own size (:func:`evaluate`).
 
-The model comes as :func:`keras_preact.export.load_source` finds it (a training run
+The model comes as :func:`keras_preact.deploy.export.load_source` finds it (a training run
 directory, a ``.keras`` file, or a registry arch with ``weights``, e.g. ``"imagenet"``),
 with the preprocessing it was trained with. Each crop size is a single centre crop:
 224 after resizing the shorter side to 256, and the paper's 320 (Table 5) after
@@ -11,8 +11,8 @@ resizing it to 320 (``keras_preact.data.imagenet_eval_crop``). Keras' own
 taken to be normalized as keras_preact trains ImageNet (its mean and std).
 """
 
-from keras_preact import data as data_lib
-from keras_preact._validation import check_int
+from keras_preact.data import datasets as data_lib
+from keras_preact.vocab._validation import check_int
 
 CROPS = (224, 320)
 
@@ -34,7 +34,7 @@ def validation_stream(crop, batch_size, normalization, data_dir=None, limit=None
     """``(stream, images)``: batches of ImageNet validation (images, labels),
     centre-cropped to ``crop`` and normalized with ``normalization`` ((mean, std) on
     the 0-255 scale), and how many images it holds."""
-    from keras_preact.preprocessing import normalization_layer
+    from keras_preact.layers.preprocessing import normalization_layer
 
     tf = data_lib.tensorflow()
     ds = data_lib.load_tfds("imagenet2012", "validation", data_dir=data_dir)
@@ -84,7 +84,7 @@ def evaluate(source, crops=None, batch_size=64, limit=None, log=print):
 def evaluate_small(source, batch_size=64, limit=None, log=print):
     """Top-1 and top-5 accuracy (%) of ``source`` on the test split of its small data set,
     normalized as it was trained."""
-    from keras_preact.preprocessing import normalization_layer
+    from keras_preact.layers.preprocessing import normalization_layer
 
     batch_size = check_int("batch_size", batch_size, minimum=1)
     x, y = data_lib.load_arrays(source.dataset, "test", source.data_dir, source.cifar_archive)
@@ -103,7 +103,7 @@ def evaluate_small(source, batch_size=64, limit=None, log=print):
 
 
 def evaluate_imagenet(source, crops=CROPS, batch_size=64, limit=None, log=print):
-    """Top-1 and top-5 accuracy (%) of ``source`` (a ``keras_preact.export.Source``
+    """Top-1 and top-5 accuracy (%) of ``source`` (a ``keras_preact.deploy.export.Source``
     whose normalization is known: see :func:`evaluate`) at each crop size: ``{crop: {"top1", "top5",
     "images"}}``."""
     if source.classes != 1000:

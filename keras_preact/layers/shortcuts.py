@@ -25,8 +25,8 @@ the shortcut's input, with the unit's stride and output width.
 import keras
 from keras import layers, ops
 
-from keras_preact._validation import check_choice, check_float, check_int
-from keras_preact.catalog import (  # noqa: F401 - the spec helpers are public here too
+from keras_preact.vocab._validation import check_choice, check_float, check_int
+from keras_preact.vocab.catalog import (  # noqa: F401 - the spec helpers are public here too
     PROJECTIONS,
     SHORTCUT_FIGURES,
     SHORTCUT_OPTIONS,
@@ -74,7 +74,7 @@ class Shortcut(layers.Layer):
             ResNet V2 layout; the paper's projections have none).
         kernel_initializer, kernel_regularizer: for any 1x1 convolution.
 
-    Subclasses set ``kind`` (their name in ``keras_preact.catalog``, which holds
+    Subclasses set ``kind`` (their name in ``keras_preact.vocab.catalog``, which holds
     their figure and options) and implement ``call(x, residual, training=None)``.
     """
 

@@ -11,7 +11,7 @@ activations are recomputed in the backward pass (``keras.remat``), so activation
 memory no longer grows with the number of units; the step is pure, so the
 recomputation cannot update BN twice.
 
-``keras_preact.convert.scan(model)`` and ``keras_preact.convert.unroll(model)`` turn a
+``keras_preact.interop.convert.scan(model)`` and ``keras_preact.interop.convert.unroll(model)`` turn a
 network into the other form with the same weights.
 """
 
@@ -20,7 +20,7 @@ import re
 import keras
 from keras import ops
 
-from keras_preact._validation import check_int
+from keras_preact.vocab._validation import check_int
 
 
 @keras.saving.register_keras_serializable(package="keras_preact")
@@ -28,7 +28,7 @@ class ScannedUnits(keras.layers.Layer):
     """``count`` residual units of one configuration, applied in sequence by a scan.
 
     Args:
-        unit: the template: a residual unit (``keras_preact.units``, or any layer
+        unit: the template: a residual unit (``keras_preact.layers.units``, or any layer
             with a ``clone()``), or its serialised form. Its name is the first
             unit's (``stage1_unit2``); it must keep its input's shape (units 2..n of
             a stage).
@@ -175,7 +175,7 @@ def residual_units(model):
     for layer in model.layers:
         if isinstance(layer, ScannedUnits):
             yield layer.template, layer.count
-        elif hasattr(layer, "shortcut_spec"):  # a keras_preact.units.ResidualUnit
+        elif hasattr(layer, "shortcut_spec"):  # a keras_preact.layers.units.ResidualUnit
             yield layer, 1
 
 

@@ -6,7 +6,7 @@ does; Keras 3.15's ``RandomCrop`` draws one window per batch). It uses only ``ke
 and ``keras.random``, so the augmentation runs on the accelerator on every backend.
 
 :class:`InStepAugmentation` is what training runs on each uint8 batch inside the step:
-the training normalization (:func:`keras_preact.preprocessing.normalization_layer`), then
+the training normalization (:func:`keras_preact.layers.preprocessing.normalization_layer`), then
 :class:`PadCropFlip` applied statelessly with the seed state ``(seed, counter)``. The
 counter is the training step (times the replica count, plus the replica), so a batch's
 augmentation depends only on the run's seed and the step: a resumed run draws exactly
@@ -16,8 +16,8 @@ what an uninterrupted one draws.
 import keras
 from keras import ops
 
-from keras_preact._validation import check_int
-from keras_preact.preprocessing import normalization_layer
+from keras_preact.vocab._validation import check_int
+from keras_preact.layers.preprocessing import normalization_layer
 
 
 @keras.saving.register_keras_serializable(package="keras_preact")

@@ -1,0 +1,1 @@
+"""Deploy: verified artifacts (SavedModel, LiteRT, ONNX), evaluation, timings."""

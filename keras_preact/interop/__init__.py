@@ -1,0 +1,1 @@
+"""Interop: keras.applications, keras-hub and timm weights in; weights="imagenet"."""

@@ -1,0 +1,1 @@
+"""IO: atomic writes, ownership records, locks (standard library only)."""

@@ -1,0 +1,1 @@
+"""Lab: the propagation analysis and the paper's grids of runs."""

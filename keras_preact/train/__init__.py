@@ -1,0 +1,1 @@
+"""Train: model.fit with the paper's recipes, resumable run directories, strategies."""

@@ -1,0 +1,1 @@
+"""Spec: the paper's vocabulary as plain data (no Keras)."""
