@@ -43,6 +43,8 @@ class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """``import keras_preact.training`` gives the module ``keras_preact.train.training``
     itself (one module object, so a name set on either is set on both)."""
 
+    _specs = {}
+
     def find_spec(self, fullname, path, target=None):
         package, _, name = fullname.partition(".")
         if package == __name__ and name in MOVED:
@@ -50,10 +52,13 @@ class _OldPaths(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def create_module(self, spec):
-        return importlib.import_module(f"{__name__}.{MOVED[spec.name.partition('.')[2]]}")
+        module = importlib.import_module(f"{__name__}.{MOVED[spec.name.partition('.')[2]]}")
+        self._specs[spec.name] = module.__spec__  # the import system sets the alias's
+        return module
 
     def exec_module(self, module):
-        pass  # already imported by create_module
+        # Already imported by create_module; keep its own spec (reload, find_spec).
+        module.__spec__ = self._specs.pop(module.__spec__.name)
 
 
 sys.meta_path.insert(0, _OldPaths())

@@ -9,6 +9,7 @@ facade, is in no part and its imports are not checked against the arrows.
 
 import ast
 import collections
+import importlib.util
 import json
 import pathlib
 
@@ -323,6 +324,9 @@ def test_an_old_module_path_is_the_same_module():
     import keras_preact.training
 
     assert keras_preact.training is keras_preact.train.training
+    spec = importlib.util.find_spec("keras_preact.train.training")  # its own, not the alias's
+    assert spec.name == "keras_preact.train.training" and spec.origin.endswith("training.py")
+    assert keras_preact.training.__name__ == "keras_preact.train.training"
     from keras_preact import files, models
 
     assert files.__name__ == "keras_preact.io.files"

@@ -159,3 +159,24 @@ def test_pyramid_levels_follow_the_strides():
                               include_top=False)
     assert {k: tuple(v.shape[1:]) for k, v in model.pyramid_outputs.items()} == {
         "P3": (8, 8, 256), "P4": (4, 4, 512), "P5": (2, 2, 2048)}
+
+
+def test_a_scanned_network_written_before_the_class_unrolls(tmp_path, rng):
+    """0.1 saved its scanned networks (TensorFlow's default form on a CPU) as plain
+    functional models: unroll (and so export, evaluate, analyze) still reads them."""
+    model = kp.PreActResNet20(**SMALL, classifier_activation=None, scan_units=True)
+    for w in model.weights:
+        w.assign(rng.normal(0, 0.5, w.shape) ** (2 if "variance" in w.path else 1))
+    path = str(tmp_path / "legacy.keras")
+    keras.Model(model.inputs[0], model.outputs[0], name=model.name).save(path)
+    loaded = kp.load_keras_file(path)
+    unrolled = models.unroll(loaded)
+    assert [layer.name for layer in unrolled.layers] == [
+        layer.name for layer in kp.PreActResNet20(**SMALL).layers]
+    x = rng.normal(0, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(to_np(unrolled(x)), to_np(model(x)), rtol=0, atol=1e-5)
+    from keras_preact.deploy import export
+
+    assert export.describe(unrolled)["residual_units"] == 9
+    nested = keras.Sequential([keras.Input((32, 32, 3)), model])
+    assert export.describe(nested)["residual_units"] == 9

@@ -86,7 +86,7 @@ def _chain(model):
     previous = model.inputs[0] if len(model.inputs) == 1 else None
     for layer in layers:
         try:
-            read = layer.input  # the tensor it reads; refused for a layer called twice
+            read = layer.input  # the tensor its first call reads
         except ValueError:
             read = None
         if previous is None or read is not previous:

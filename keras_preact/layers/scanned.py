@@ -170,13 +170,16 @@ def runs(keys):
 
 
 def residual_units(model):
-    """``(unit, count)`` of each residual-unit layer of ``model`` in order: a unit with
-    count 1, or a ``ScannedUnits``' template with its count."""
+    """``(unit, count)`` of each residual-unit layer of ``model`` (and of the models
+    inside it) in order: a unit with count 1, or a ``ScannedUnits``' template with its
+    count."""
     for layer in model.layers:
         if isinstance(layer, ScannedUnits):
             yield layer.template, layer.count
         elif hasattr(layer, "shortcut_spec"):  # a keras_preact.layers.units.ResidualUnit
             yield layer, 1
+        elif isinstance(getattr(layer, "layers", None), list):  # a network inside a model
+            yield from residual_units(layer)
 
 
 def unrolled_weights(model):

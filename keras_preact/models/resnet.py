@@ -301,7 +301,8 @@ class PreActResNet(keras.Model):
         normalization: ``(mean, std)`` per channel on the input's scale, applied by a
             first ``Rescaling`` layer named ``normalize`` (the converters' preprocessing);
             None: the network takes its inputs as they are.
-        dtype: the dtype policy of every layer (default: the global policy).
+        dtype: the dtype policy of every layer but ``normalize``, which stays float32
+            (default: the global policy).
         **unit_options: the residual units' own options (``shortcut``,
             ``projection``, ``stride_on``, ``zero_init_residual``, ...; see
             ``keras_preact.layers.units.ResidualUnit``).
@@ -429,8 +430,43 @@ def scan(model, remat=False):
 def unroll(model):
     """``model`` rebuilt with every unit its own layer, named as the builders name them,
     and the same weights: what a format that cannot hold a loop, or a tool that walks
-    the units, needs."""
+    the units, needs. A network of 0.1 (a plain functional model: no configuration) whose
+    layers form one chain is unrolled by calling its layers again, each scanned run
+    replaced by its units."""
+    if not isinstance(model, PreActResNet) and isinstance(model, keras.Model) and any(
+            isinstance(layer, ScannedUnits) for layer in model.layers):
+        return _unrolled_chain(model)
     return _rebuilt(model, scan_units=False, remat=False)
+
+
+def _unrolled_chain(model):
+    """The chain of ``model``'s layers called again on a new input (the same layer
+    objects, so the same weights), each ``ScannedUnits`` replaced by fresh units of its
+    template that take their slices of its stacked weights."""
+    source = model.inputs[0] if len(model.inputs) == 1 else None
+    inputs = x = keras.Input(batch_shape=source.shape, dtype=source.dtype, name="image") \
+        if source is not None else None
+    previous = source
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if previous is None or layer.input is not previous:
+            raise ValueError(
+                f"{model.name!r} is not a keras_preact.PreActResNet and its layers do not form "
+                "one chain, so it cannot be unrolled: build the network with its builder and "
+                "load the file with keras_preact.load_weights.")
+        previous = layer.output
+        if not isinstance(layer, ScannedUnits):
+            x = layer(x)
+            continue
+        template = layer.template
+        for index, name in enumerate(layer.unit_names):
+            unit = type(template)(**template.options(), name=name, dtype=template.dtype_policy)
+            x = unit(x)
+            values = layer.unit_weights(index)
+            for w in unit.weights:
+                w.assign(values[w.path.split(f"{name}/", 1)[1]])
+    return keras.Model(inputs, x, name=model.name)
 
 
 def _rebuilt(model, **changes):
