@@ -267,3 +267,25 @@ def test_a_run_written_with_the_old_spelling_gives_its_normalization(tmp_path):
                       "normalisation": stats})
     config = files.run_config(str(tmp_path))
     assert config["normalization"] == stats and "normalisation" not in config
+
+
+def test_a_file_put_in_the_old_folder_during_the_swap_stays(tmp_path, monkeypatch):
+    """The user's files are linked into the new folder before the swap; one that appears in
+    the old folder after that is not removed with it: the old folder stays, named."""
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "a.bin").write_text("old")
+    sync = files._fsync_tree
+
+    def user_writes_then_sync(path):  # between the linking and the renames
+        (target / "late.txt").write_text("the user's")
+        sync(path)
+
+    monkeypatch.setattr(files, "_fsync_tree", user_writes_then_sync)
+    with pytest.raises(files.RefusedError, match="which holds 'late.txt' that 'export' does not"):
+        with files.atomic_directory(str(target), overwrite=True,
+                                    record_of=lambda p: {"a.bin"}) as tmp:
+            pathlib.Path(tmp, "b.bin").write_text("new")
+    assert sorted(os.listdir(target)) == ["b.bin"]
+    (displaced,) = [n for n in os.listdir(tmp_path) if ".displaced-" in n]
+    assert (tmp_path / displaced / "late.txt").read_text() == "the user's"

@@ -549,7 +549,9 @@ def _replacing(target, recorded):
                 os.rename(target, old)
                 fault_point("directory.swap")
                 os.rename(tmp, target)
-                remove_path(old)
+                # (Checked again: a file the user put in the old folder after its files were
+                # linked into the new one stays, named.)
+                _remove_displaced(old, target, recorded or set())
             else:
                 os.rename(tmp, target)
             fsync_path(parent)
@@ -584,14 +586,21 @@ def _recover_displaced(target, record_of=None):
             recorded = record_of(displaced) if record_of else set()
         except RefusedError:
             recorded = set()
-        theirs = [rel for rel in tree_entries(displaced) if not rel.endswith("/")
-                  and rel not in recorded and not _same_file(displaced, target, rel)]
-        if theirs:
-            raise RefusedError(
-                f"A replacement of {target!r} was cut short and left its old folder at "
-                f"{displaced!r}, which holds {describe_entries(displaced, theirs)} that "
-                f"{base!r} does not: move them where they belong, then delete {name!r}.")
-        remove_path(displaced)
+        _remove_displaced(displaced, target, recorded)
+
+
+def _remove_displaced(displaced, target, recorded):
+    """Remove the old folder a swap displaced, only when everything in it that is not
+    ``recorded`` is in ``target`` too (the same file, hard-linked); else refuse, naming it."""
+    theirs = [rel for rel in tree_entries(displaced) if not rel.endswith("/")
+              and rel not in recorded and not _same_file(displaced, target, rel)]
+    if theirs:
+        raise RefusedError(
+            f"A replacement of {target!r} left its old folder at {displaced!r}, which holds "
+            f"{describe_entries(displaced, theirs)} that {os.path.basename(target)!r} does "
+            f"not: move them where they belong, then delete "
+            f"{os.path.basename(displaced)!r}.")
+    remove_path(displaced)
 
 
 def _same_file(a, b, rel):

@@ -13,7 +13,6 @@ import hashlib
 import math
 import os
 import shlex
-import shutil
 import sys
 import tempfile
 import time
@@ -202,11 +201,8 @@ class Checkpoints(keras.callbacks.Callback):
             with files.atomic_path(os.path.join(self.dir, name)) as tmp:
                 self.model.save(tmp)
         else:
-            tmp = tempfile.mkdtemp()
-            try:
+            with tempfile.TemporaryDirectory() as tmp:
                 self.model.save(os.path.join(tmp, name))
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
 
     def on_epoch_end(self, epoch, logs=None):
         acc = (logs or {}).get("val_accuracy")
