@@ -47,6 +47,27 @@ def choices_help(text, choices):
     return f"{text}; one of: {', '.join(map(str, choices))}"
 
 
+def add_config_options(parser, names=None, help=None):
+    """Add ``TrainConfig``'s fields (``names``, or all) to ``parser`` as their declarations
+    say (``keras_preact.train.config.option``), in the declared groups; ``help`` replaces
+    a field's text where a script means something else by it."""
+    from keras_preact.train import config as cfg
+
+    for title in cfg.GROUPS:
+        fields = [f for f in cfg.declared(title) if names is None or f.name in names]
+        group = parser.add_argument_group(title) if names is None else parser
+        for f in fields:
+            kwargs = dict(dest=f.name, help=(help or {}).get(f.name) or cfg.option_help(f))
+            if f.type is bool:
+                kwargs["action"] = "store_false" if f.default else "store_true"
+            else:
+                kwargs.update(type=f.type if f.type in (int, float) else str,
+                              metavar=f.metadata["metavar"], choices=f.metadata["choices"],
+                              default=f.default, required=f.name == "model_dir" or None)
+            group.add_argument(cfg.flag(f.name),
+                               **{k: v for k, v in kwargs.items() if v is not None})
+
+
 def positive_int(text):
     """argparse type: an integer >= 1."""
     return _int_at_least(text, 1)

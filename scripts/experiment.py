@@ -20,28 +20,20 @@ from keras_preact.train import config as cfg
 from keras_preact.lab.experiments import GRIDS
 
 
+# What a grid takes of train.py's options (declared in keras_preact.train.config).
+SHARED = ("arch", "dataset", "data_dir", "cifar_archive", "iterations", "epochs",
+          "steps_per_epoch", "batch_size", "lr", "warmup_iterations")
+
+
 def parser():
     p = _cli.Parser(__doc__)
     p.add_argument("name", metavar="NAME", choices=list(GRIDS),
                    help=_cli.choices_help("the experiment", GRIDS))
     p.add_argument("--out", required=True, metavar="DIR", help="the folder of the grid's runs")
-    p.add_argument("--arch", help="run every variant at this depth instead (e.g. resnet20)")
-    p.add_argument("--dataset", metavar="NAME",
-                   help=_cli.choices_help("run on this data set instead", cfg.DATASET_NAMES))
-    p.add_argument("--data-dir", help="tensorflow-datasets data_dir")
-    p.add_argument("--cifar-archive", metavar="PATH",
-                   help="cifar-10-python.tar.gz or cifar-100-python.tar.gz, read directly")
-    budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--iterations", type=_cli.positive_int,
-                        help="a scaled-down budget: total iterations (the milestones scale)")
-    budget.add_argument("--epochs", type=_cli.positive_int, help="or total epochs")
-    p.add_argument("--steps-per-epoch", type=_cli.positive_int,
-                   help="batches per epoch (default: the training set's size / batch)")
-    p.add_argument("--batch-size", type=_cli.positive_int, help="global batch size")
-    p.add_argument("--lr", type=float, help="learning rate after the warm-up (default: 0.1)")
-    p.add_argument("--warmup-iterations", type=_cli.positive_int, metavar="N",
-                   help="warm up at 0.01 for N iterations (default: 400, scaled down with "
-                   "the budget)")
+    _cli.add_config_options(p, SHARED, help={
+        "arch": "run every variant at this depth instead (e.g. resnet20)",
+        "dataset": _cli.choices_help("run on this data set instead", cfg.DATASET_NAMES)})
+    p.set_defaults(arch=None, dataset=None)  # (the grid's own)
     p.add_argument("--seeds", type=_cli.positive_int, default=1,
                    help="runs per variant (seeds 0..N-1): mean and standard deviation")
     p.add_argument("--variants", nargs="+", metavar="KEY",
@@ -55,12 +47,8 @@ def parser():
 def experiment(args):
     from keras_preact.lab import experiments
 
-    options = {} if args.lr is None else {"lr": args.lr}
-    options.update(arch=args.arch, dataset=args.dataset, iterations=args.iterations,
-                   epochs=args.epochs, seeds=args.seeds, batch_size=args.batch_size,
-                   variants=args.variants, steps_per_epoch=args.steps_per_epoch,
-                   warmup_iterations=args.warmup_iterations,
-                   data_dir=args.data_dir, cifar_archive=args.cifar_archive, verbose=2)
+    options = {name: getattr(args, name) for name in SHARED}
+    options.update(seeds=args.seeds, variants=args.variants, verbose=2)
     if args.dry_run:
         runs = experiments.plan(args.name, args.out, **options)
         print(f"{args.name}: {GRIDS[args.name][0]}; {len(runs)} runs")

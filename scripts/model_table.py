@@ -1,15 +1,24 @@
 #!/usr/bin/env python
-"""Print the README's model table, generated from the registry."""
+"""Print the README's model table, generated from the registry (or, with
+--train-options, its table of train.py's options, generated from TrainConfig)."""
 
 import sys
 
 import _cli
-from keras_preact.models.registry import markdown_table
 
 
 def main(argv=None):
-    _cli.Parser(__doc__).parse_args(argv)
-    print(markdown_table())
+    p = _cli.Parser(__doc__)
+    p.add_argument("--train-options", action="store_true",
+                   help="print the table of scripts/train.py's options instead")
+    if p.parse_args(argv).train_options:
+        from keras_preact.train.config import options_table
+
+        print(options_table())
+    else:
+        from keras_preact.models.registry import markdown_table
+
+        print(markdown_table())
     return 0
 
 

@@ -132,9 +132,9 @@ def test_preact_layout_cifar():
     model = kp.PreActResNet20()
     names = [l.name for l in model.layers]
     assert names[:2] == ["image", "stem_conv"]  # no BN-ReLU in the stem ...
-    assert model.get_layer("stage1_unit1").preact_mode == "shared"  # ... it opens unit 1
-    assert model.get_layer("stage1_unit2").preact_mode == "residual"
-    assert model.get_layer("stage2_unit1").preact_mode == "shared"
+    assert model.get_layer("stage1_unit1").preact_at == "shared"  # ... it opens unit 1
+    assert model.get_layer("stage1_unit2").preact_at == "residual"
+    assert model.get_layer("stage2_unit1").preact_at == "shared"
     assert names[-4:] == ["post_bn", "post_relu", "avg_pool", "predictions"]
     assert [n for n in names if n.startswith("stage")] == [
         f"stage{s}_unit{u}" for s in (1, 2, 3) for u in (1, 2, 3)]
@@ -144,7 +144,7 @@ def test_preact_layout_imagenet():
     model = kp.PreActResNet50(input_shape=(64, 64, 3), classes=5)
     names = [l.name for l in model.layers]
     assert names[:7] == ["image", "stem_pad", "stem_conv", "stem_bn", "stem_relu", "pool_pad", "stem_pool"]
-    assert model.get_layer("stage1_unit1").preact_mode == "none"
+    assert model.get_layer("stage1_unit1").preact_at == "none"
     assert model.get_layer("stage1_unit1").stride_on == "3x3"
     assert model.get_layer("stage4_unit1").output.shape == (None, 2, 2, 2048)
     assert "post_bn" in names
@@ -156,7 +156,7 @@ def test_cifar_stem_preact_resnet18():
     assert model.get_layer("stem_conv").kernel_size == (3, 3)
     assert "stem_pool" not in [l.name for l in model.layers]
     assert model.get_layer("stage4_unit2").output.shape == (None, 4, 4, 512)
-    assert model.get_layer("stage1_unit1").preact_mode == "shared"
+    assert model.get_layer("stage1_unit1").preact_at == "shared"
 
 
 def test_original_placement_keeps_classic_layout():

@@ -51,7 +51,7 @@ def test_the_configuration_is_the_builders_arguments():
     assert config["kernel_regularizer"]["config"] == {"l2": 5e-5}
     rebuilt = kp.PreActResNet.from_config(config)
     unit = rebuilt.get_layer("stage3_unit18")
-    assert unit.placement == "original" and unit.shortcut.gate_bias == -7.0
+    assert unit.variant == "original" and unit.shortcut.gate_bias == -7.0
     assert unit.kernel_regularizer.get_config() == {"l2": 5e-5}
     assert rebuilt.get_layer("predictions").units == 7
 

@@ -150,3 +150,36 @@ def test_a_run_shorter_than_an_epoch_is_one_short_epoch():
     assert short.describe(22) == "2 steps per epoch (of 22), 1 epoch = 2 iterations"
     assert schedule(iterations=300).describe(22) == "22 steps per epoch, 14 epochs = 300 iterations"
     assert schedule(epochs=1).describe(22) == "22 steps per epoch, 1 epoch = 22 iterations"
+
+
+def _readme_rows(header):
+    """The rows of the README table whose header row starts with ``header``, as cells."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        lines = f.read().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_readme_placement_and_shortcut_tables_match_the_catalog():
+    """The README's tables of Fig. 4 and Fig. 2 name every variant of the catalog, with its
+    figure, its layer class and (shortcuts) exactly its options and their defaults."""
+    from keras_preact.layers.shortcuts import SHORTCUTS
+    from keras_preact.layers.units import PLACEMENTS
+    from keras_preact.vocab import catalog
+
+    rows = _readme_rows("| `placement` |")
+    assert [r[0].split("`")[1] for r in rows] == list(catalog.PLACEMENT_FIGURES)
+    for name, figure, _, cls in rows:
+        name = name.split("`")[1]
+        assert (figure, cls) == (catalog.PLACEMENT_FIGURES[name], f"`{PLACEMENTS[name].__name__}`")
+    rows = _readme_rows("| `shortcut` |")
+    assert [r[0].split("`")[1] for r in rows] == list(catalog.SHORTCUT_OPTIONS)
+    for name, figure, _, options in rows:
+        name = name.split("`")[1]
+        assert figure == catalog.SHORTCUT_FIGURES[name] == SHORTCUTS[name].figure
+        assert options == ", ".join(f"`{k}={v}`" for k, v in catalog.SHORTCUT_OPTIONS[name].items())

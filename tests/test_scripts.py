@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import SCRIPTS, call_script, python, script_module
+from conftest import ROOT, SCRIPTS, call_script, python, script_module
 
 SCRIPT_NAMES = ("train", "export", "benchmark", "plot", "summary", "model_table", "analyze", "experiment")
 
@@ -46,6 +46,41 @@ def test_every_option_is_explained(name):
         text = parser.format_help()
         assert "--lr LR learning rate after the warm-up (default: 0.1)" in " ".join(text.split())
         assert "resnet1001" in text and "exclusive_gating" in text
+
+
+def test_train_options_are_the_config_fields_and_the_readme_table_is_theirs(capsys):
+    """train.py's options are TrainConfig's declarations: one option per field, parsed into
+    that field; the README's table is generated from them (a stale table fails here)."""
+    import dataclasses
+
+    from keras_preact.train import config as cfg
+
+    parser = script_module("train").parser()
+    dests = {a.dest: a for _, a in _actions(parser)}
+    assert set(dests) == {f.name for f in dataclasses.fields(cfg.TrainConfig)}
+    for field in dataclasses.fields(cfg.TrainConfig):
+        assert dests[field.name].option_strings == [cfg.flag(field.name)]
+    args = parser.parse_args(["--model-dir", "m", "--no-warmup", "--shortcut", "dropout",
+                              "--lr", "0.05", "--eval-size", "320", "--sync-bn"])
+    assert cfg.TrainConfig(**vars(args)) == cfg.TrainConfig(
+        model_dir="m", warmup=False, shortcut="dropout", lr=0.05, eval_size=320, sync_bn=True)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert cfg.options_table() in f.read(), (
+            "README's table of train.py's options is stale: paste the output of "
+            "`python scripts/model_table.py --train-options`")
+    code, out, err = call_script("model_table", ["--train-options"], capsys)
+    assert code == 0 and out.strip() == cfg.options_table(), err
+
+
+def test_experiment_takes_train_options_as_declared():
+    from keras_preact.train import config as cfg
+
+    module = script_module("experiment")
+    actions = {a.dest: a for _, a in _actions(module.parser())}
+    for name in module.SHARED:
+        assert actions[name].option_strings == [cfg.flag(name)]
+    args = module.parser().parse_args(["table2", "--out", "o", "--lr", "0.05"])
+    assert (args.arch, args.dataset, args.lr) == (None, None, 0.05)  # (the grid's own arch)
 
 
 @pytest.mark.parametrize("name, argv, message", [

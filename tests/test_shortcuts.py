@@ -159,5 +159,5 @@ def test_layer_defaults_are_the_catalogs(name):
 
     cls = sc.SHORTCUTS[name]
     params = inspect.signature(cls.__init__).parameters
-    assert cls.options == sc.SHORTCUT_OPTIONS[name]
-    assert {k: params[k].default for k in cls.options} == cls.options
+    assert cls.defaults == sc.SHORTCUT_OPTIONS[name]
+    assert {k: params[k].default for k in cls.defaults} == cls.defaults

@@ -153,7 +153,7 @@ def test_projection_takes_the_preactivated_input(rng, form):
     unit = U.FullPreActUnit(8, form=form, strides=2)
     x = rng.normal(size=(2, 8, 8, 4)).astype("float32")
     unit.build(x.shape)
-    assert unit.preact_mode == "shared"
+    assert unit.preact_at == "shared"
     randomise_bn(unit, rng)
     _zero_last(unit)
     bn = unit.pre[0]
@@ -167,19 +167,19 @@ def test_projection_takes_the_preactivated_input(rng, form):
     assert not np.allclose(out, raw, atol=1e-2)
 
 
-def test_preact_modes(rng):
+def test_preact_ats(rng):
     x = rng.normal(size=(1, 8, 8, 16)).astype("float32")
     same = U.FullPreActUnit(16)
     same.build(x.shape)
-    assert same.preact_mode == "residual"  # identity shortcut sees the raw x
+    assert same.preact_at == "residual"  # identity shortcut sees the raw x
     # fb.resnet.torch's both_preact: a unit that changes shape activates once before the
     # split, also where projection "A" subsamples and zero-pads instead of projecting.
     padded = U.FullPreActUnit(32, strides=2, projection="A")
     padded.build(x.shape)
-    assert padded.preact_mode == "shared"
+    assert padded.preact_at == "shared"
     first = U.FullPreActUnit(16, preact="shared")
     first.build(x.shape)
-    assert first.preact_mode == "shared" and len(first.pre) == 2
+    assert first.preact_at == "shared" and len(first.pre) == 2
     none = U.FullPreActUnit(16, preact="none")
     none.build(x.shape)
     assert none.pre == [] and _layer_kinds(none)[0] == "conv"

@@ -228,11 +228,12 @@ def _saved_model_path(path, checkpoint):
 
 def _add_notes(source):
     state = source.checkpoint
-    if state and state["run"] != "finished":
+    if state and state["run"] != files.RunState.FINISHED:
+        training = state["run"] == files.RunState.TRAINING
         held = (f"epoch {state['epoch']} of {state['epochs']}" if state["epoch"]
                 else "an epoch it does not record")
         source.notes.append(
-            f"the run is {'still training' if state['run'] == 'training' else 'unfinished'}: "
+            f"the run is {'still training' if training else 'unfinished'}: "
             f"{state['file']} holds {held}, not the final weights (recorded in the manifest)")
     described = describe(source.model)
     if not described["residual_units"]:
@@ -273,7 +274,7 @@ def describe(model):
     placements, shortcuts, projections, units = [], [], [], 0
     for unit, count in residual_units(model):
         units += count
-        for seen, value in ((placements, unit.placement),
+        for seen, value in ((placements, unit.variant),
                             (shortcuts, dict(unit.shortcut_spec)),
                             (projections, unit.projection)):
             if value not in seen:

@@ -19,6 +19,7 @@ Only the standard library: the model core never needs it; every tool that writes
 """
 
 import contextlib
+import enum
 import errno
 import fcntl
 import hashlib
@@ -228,10 +229,19 @@ def run_config(directory):
     return config
 
 
+class RunState(str, enum.Enum):
+    """Where the run that wrote a checkpoint stands (``run_checkpoint``)."""
+
+    FINISHED = "finished"  # it wrote its results
+    TRAINING = "training"  # a process holds its lock
+    INTERRUPTED = "interrupted"  # neither
+
+    __str__ = str.__str__  # (its value, in f-strings too)
+
+
 def run_checkpoint(directory, name):
     """What the checkpoint ``directory/name`` (``last.keras``, ``best.keras``) of a run
-    holds: ``{"file", "epoch", "epochs", "run"}``, ``run`` being ``finished``, ``training``
-    (a process holds the run's lock) or ``interrupted``. Reads only."""
+    holds: ``{"file", "epoch", "epochs", "run"}``, ``run`` a :class:`RunState`. Reads only."""
     try:
         epoch = int(read_json(os.path.join(directory, RUN_CHECKPOINTS))[name.partition(".")[0]]
                     ["epoch"])
@@ -242,12 +252,12 @@ def run_checkpoint(directory, name):
     except (OSError, ValueError):
         epochs = None
     if os.path.exists(os.path.join(directory, RUN_RESULTS)):
-        run = "finished"
+        run = RunState.FINISHED
     elif any(is_locked(os.path.join(directory, n)) for n in os.listdir(directory)
              if n.startswith(".lock-")):
-        run = "training"
+        run = RunState.TRAINING
     else:
-        run = "interrupted"
+        run = RunState.INTERRUPTED
     return {"file": name, "epoch": epoch, "epochs": epochs, "run": run}
 
 

@@ -98,8 +98,9 @@ GRIDS = {
 @dataclasses.dataclass
 class Run:
     variant: Variant  # as the paper ran it (its figure comes from this)
-    config: object  # the TrainConfig this grid trains
+    config: object  # the TrainConfig this grid trains, as given (train_command shows it)
     seed: int
+    resolved: object = None  # config, resolved (by plan, once)
 
     @property
     def label(self):
@@ -136,13 +137,13 @@ def plan(name, out, arch=None, dataset=None, iterations=None, epochs=None, seeds
     from keras_preact.train.config import resolve_config
 
     for run in runs:  # every run checked before anything is trained
-        resolve_config(run.config)
+        run.resolved = resolve_config(run.config)
     return runs
 
 
 def train_command(config):
     """The ``scripts/train.py`` command line that trains ``config``."""
-    from keras_preact.train.config import TrainConfig, switch
+    from keras_preact.train.config import TrainConfig, flag
 
     default = TrainConfig(model_dir="")
     args = []
@@ -150,13 +151,13 @@ def train_command(config):
         value, usual = getattr(config, field.name), getattr(default, field.name)
         if value == usual or value is None:
             continue
-        if isinstance(usual, bool):
-            args.append(switch(field.name))
+        if field.type is bool:
+            args.append(flag(field.name))
         else:
             shown = format_shortcut(value) if field.name == "shortcut" else value
             # (a bool given to a choice, jit_compile=True, is its choice "true")
-            args += ["--" + field.name.replace("_", "-"),
-                     str(shown).lower() if isinstance(shown, bool) else str(shown)]
+            shown = str(shown).lower() if isinstance(shown, bool) else str(shown)
+            args += [flag(field.name), shown]
     return shlex.join(["python", "scripts/train.py", *args])
 
 
@@ -167,11 +168,11 @@ GRID_OWNED = ".owned-grid.json"  # what the grid wrote in --out (files.Record)
 def run_grid(name, out, log=print, **kwargs):
     """Train (or resume, or skip) every run of grid ``name``; write ``results.md`` and
     ``curves.png`` in ``out``; return the rows of the results table."""
-    from keras_preact.train import training
+    from keras_preact.train import rundir, training
 
     runs = plan(name, out, **kwargs)
     files.ensure_directory_possible(out, "--out")
-    found = [_check_folder(run) for run in runs]  # every run's folder, before any training
+    checked = [_check_folder(run) for run in runs]  # every run's folder, before any training
     files.ensure_directory(out, "--out")
     record_path = os.path.join(out, GRID_RECORD)
     owned = files.Record.read(out, GRID_OWNED) or files.Record(out, GRID_OWNED)
@@ -180,19 +181,19 @@ def run_grid(name, out, log=print, **kwargs):
     owned.claim(record_path, *(os.path.join(out, n) for n in ("results.md", "curves.png")),
                 what="--out")
     record = files.read_json(record_path) if os.path.exists(record_path) else {}
-    for i, (run, (action, held)) in enumerate(zip(runs, found), start=1):
+    for i, (run, ready) in enumerate(zip(runs, checked), start=1):
         where = run.config.model_dir
         log(f"[{i}/{len(runs)}] {run.label}, seed {run.seed} (the paper's "
             f"{run.variant.label}): {where}")
         if record.get(where, {}).get("status") == "diverged":
             log(f"           diverged before; not retried (remove it from {GRID_RECORD} to retry)")
             continue
-        if action == "finished":
-            log(f"           holds a finished run (test error {held.results.get('test_error')}%); "
-                "nothing to do")
+        if ready.action == rundir.Action.FINISHED:
+            log(f"           holds a finished run (test error "
+                f"{ready.found.results.get('test_error')}%); nothing to do")
             continue
         try:
-            training.train(run.config, log=lambda line: log("           " + line))
+            training.train(ready, log=lambda line: log("           " + line))
         except training.TrainingDiverged as e:
             # (training's advice names train.py's options; the grid's are others)
             log(f"           {str(e).split('. ')[0]}: recorded as diverged (the paper's "
@@ -217,16 +218,16 @@ def run_grid(name, out, log=print, **kwargs):
 
 
 def _check_folder(run):
-    """``rundir.check`` of ``run``'s folder: ``(action, found)``; a folder it refuses is
-    refused in experiment.py's terms (its messages name train.py's --model-dir and
-    --overwrite; a grid's folders come from --out, and a run is discarded by moving it away)."""
+    """``run``'s folder checked (``rundir.Checked``, what ``training.train`` takes); a
+    folder ``rundir.check`` refuses is refused in experiment.py's terms (its messages name
+    train.py's --model-dir and --overwrite; a grid's folders come from --out, and a run is
+    discarded by moving it away)."""
     from keras_preact.train import rundir
-    from keras_preact.train.config import resolve_config
 
-    config = resolve_config(run.config)
+    config = run.resolved
     files.ensure_directory_possible(config.model_dir, f"the folder of {run.label} seed {run.seed}")
     try:
-        return rundir.check(config)
+        return rundir.Checked(config, *rundir.check(config))
     except files.Busy:
         raise
     except files.RefusedError as e:

@@ -74,19 +74,20 @@ class Shortcut(layers.Layer):
             ResNet V2 layout; the paper's projections have none).
         kernel_initializer, kernel_regularizer: for any 1x1 convolution.
 
-    Subclasses set ``kind`` (their name in ``keras_preact.vocab.catalog``, which holds
+    Subclasses set ``variant`` (their name in ``keras_preact.vocab.catalog``, which holds
     their figure and options) and implement ``call(x, residual, training=None)``.
     """
 
-    kind = None
+    variant = None
     figure = None
-    options = {}
+    defaults = {}  # the variant's own options and their defaults (catalog.SHORTCUT_OPTIONS)
     always_project = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.kind is not None:
-            cls.figure, cls.options = SHORTCUT_FIGURES[cls.kind], SHORTCUT_OPTIONS[cls.kind]
+        if cls.variant is not None:
+            cls.figure = SHORTCUT_FIGURES[cls.variant]
+            cls.defaults = SHORTCUT_OPTIONS[cls.variant]
 
     def __init__(
         self,
@@ -179,7 +180,7 @@ class Shortcut(layers.Layer):
             if self.kernel_regularizer
             else None,
         )
-        config.update({k: getattr(self, k) for k in self.options})
+        config.update({k: getattr(self, k) for k in self.defaults})
         return config
 
 
@@ -191,7 +192,7 @@ def _register(cls):
 class IdentityShortcut(Shortcut):
     """Fig. 2(a): ``y = x + F(x)``."""
 
-    kind = "identity"
+    variant = "identity"
 
     def call(self, x, residual, training=None):
         return self.match(x) + residual
@@ -206,7 +207,7 @@ class ConstantScalingShortcut(Shortcut):
         scale_residual: also multiply the residual branch by ``1 - scale``.
     """
 
-    kind = "constant_scaling"
+    variant = "constant_scaling"
 
     def __init__(self, filters, scale=0.5, scale_residual=False, **kwargs):
         super().__init__(filters, **kwargs)
@@ -242,7 +243,7 @@ class _Gated(Shortcut):
 class ExclusiveGatingShortcut(_Gated):
     """Fig. 2(c): ``y = (1 - g(x)) * x + g(x) * F(x)``."""
 
-    kind = "exclusive_gating"
+    variant = "exclusive_gating"
 
     def call(self, x, residual, training=None):
         g = self.gate(x)
@@ -253,7 +254,7 @@ class ExclusiveGatingShortcut(_Gated):
 class ShortcutOnlyGatingShortcut(_Gated):
     """Fig. 2(d): ``y = (1 - g(x)) * x + F(x)``."""
 
-    kind = "shortcut_only_gating"
+    variant = "shortcut_only_gating"
 
     def call(self, x, residual, training=None):
         g = self.gate(x)
@@ -264,7 +265,7 @@ class ShortcutOnlyGatingShortcut(_Gated):
 class Conv1x1Shortcut(Shortcut):
     """Fig. 2(e): ``y = conv1x1(x) + F(x)`` on every unit."""
 
-    kind = "conv1x1"
+    variant = "conv1x1"
     always_project = True
 
     def call(self, x, residual, training=None):
@@ -275,7 +276,7 @@ class Conv1x1Shortcut(Shortcut):
 class DropoutShortcut(Shortcut):
     """Fig. 2(f): ``y = dropout(x) + F(x)``; dropout is active only in training."""
 
-    kind = "dropout"
+    variant = "dropout"
 
     def __init__(self, filters, rate=0.5, **kwargs):
         super().__init__(filters, **kwargs)
@@ -290,7 +291,7 @@ class DropoutShortcut(Shortcut):
 
 
 SHORTCUTS = {
-    cls.kind: cls
+    cls.variant: cls
     for cls in (
         IdentityShortcut,
         ConstantScalingShortcut,

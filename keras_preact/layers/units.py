@@ -60,7 +60,7 @@ from keras_preact.layers.shortcuts import (
 )
 
 STRIDE_ON = ("first", "3x3")
-PREACT_MODES = ("auto", "residual", "shared", "none")
+PREACT_CHOICES = ("auto", "residual", "shared", "none")
 
 # Operation tokens used by the placement tables below.
 BN, RELU = "bn", "relu"
@@ -106,17 +106,17 @@ class ResidualUnit(layers.Layer):
         kernel_regularizer: applied to every convolution kernel.
     """
 
-    placement = None  # the subclass's name in keras_preact.vocab.catalog (its Fig. 4 panel)
+    variant = None  # the subclass's name in keras_preact.vocab.catalog (its Fig. 4 panel)
     figure = None
-    preactivation = ()
+    preact_ops = ()
     after_conv = (BN, RELU)
     last_conv_tail = (BN,)
     after_addition = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if cls.placement is not None:
-            cls.figure = PLACEMENT_FIGURES[cls.placement]
+        if cls.variant is not None:
+            cls.figure = PLACEMENT_FIGURES[cls.variant]
 
     def __init__(
         self,
@@ -137,7 +137,7 @@ class ResidualUnit(layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if self.placement is None:
+        if self.variant is None:
             raise TypeError(
                 "ResidualUnit is a base class; use one of "
                 f"{', '.join(PLACEMENT_FIGURES)} (keras_preact.layers.units.PLACEMENTS)."
@@ -148,11 +148,11 @@ class ResidualUnit(layers.Layer):
         self.stride_on = check_choice("stride_on", stride_on, STRIDE_ON)
         self.shortcut_spec = resolve_shortcut(shortcut)
         self.projection = check_choice("projection", projection, PROJECTIONS)
-        self.preact = check_choice("preact", preact, PREACT_MODES)
-        if not self.preactivation and self.preact not in ("auto", "residual"):
+        self.preact = check_choice("preact", preact, PREACT_CHOICES)
+        if not self.preact_ops and self.preact not in ("auto", "residual"):
             raise ValueError(
                 f"preact={preact!r} applies only to pre-activation placements "
-                f"(relu_only_preact, full_preact), not {self.placement!r}."
+                f"(relu_only_preact, full_preact), not {self.variant!r}."
             )
         self.bn_momentum = check_float("bn_momentum", bn_momentum, 0.0, 1.0)
         self.bn_epsilon = check_float("bn_epsilon", bn_epsilon, 0.0, low_open=True)
@@ -182,7 +182,7 @@ class ResidualUnit(layers.Layer):
         ]
 
     def _resolve_preact(self, in_channels):
-        if not self.preactivation:
+        if not self.preact_ops:
             return "none"
         if self.preact != "auto":
             return self.preact
@@ -223,12 +223,12 @@ class ResidualUnit(layers.Layer):
         in_channels = input_shape[-1]
         if in_channels is None:
             raise ValueError(f"{self.name} needs a known channel count, got {input_shape}.")
-        self.preact_mode = self._resolve_preact(in_channels)
+        self.preact_at = self._resolve_preact(in_channels)
 
         # Pre-activation, applied before the split ("shared") or inside F.
         self.pre = [
             self._make(t, f"preact_{t}")
-            for t in (self.preactivation if self.preact_mode != "none" else ())
+            for t in (self.preact_ops if self.preact_at != "none" else ())
         ]
         # The residual function F.
         self.branch = []
@@ -249,7 +249,7 @@ class ResidualUnit(layers.Layer):
         self.post = [self._make(t, f"post_{t}") for t in self.after_addition]
 
         shape = self._build_chain(self.pre, input_shape)
-        shortcut_in = shape if self.preact_mode == "shared" else input_shape
+        shortcut_in = shape if self.preact_at == "shared" else input_shape
         out = self._build_chain(self.branch, shape)
         self.shortcut.build(shortcut_in)
         self._build_chain(self.post, out)
@@ -273,10 +273,10 @@ class ResidualUnit(layers.Layer):
 
     def split(self, x, training=None, relu_inputs=None):
         """``(shortcut input, residual input)`` after any shared pre-activation."""
-        if self.preact_mode == "shared":
+        if self.preact_at == "shared":
             x = self._run(self.pre, x, training, relu_inputs)
             return x, x
-        if self.preact_mode == "residual":
+        if self.preact_at == "residual":
             return x, self._run(self.pre, x, training, relu_inputs)
         return x, x
 
@@ -352,7 +352,7 @@ class OriginalUnit(ResidualUnit):
     """Fig. 4(a), the original unit: ``x_next = ReLU(h(x) + F(x))``,
     F = conv-BN-ReLU-conv-BN."""
 
-    placement = "original"
+    variant = "original"
     after_addition = (RELU,)
 
 
@@ -360,7 +360,7 @@ class OriginalUnit(ResidualUnit):
 class BNAfterAdditionUnit(ResidualUnit):
     """Fig. 4(b): ``x_next = ReLU(BN(h(x) + F(x)))``, F = conv-BN-ReLU-conv."""
 
-    placement = "bn_after_addition"
+    variant = "bn_after_addition"
     last_conv_tail = ()
     after_addition = (BN, RELU)
 
@@ -369,7 +369,7 @@ class BNAfterAdditionUnit(ResidualUnit):
 class ReLUBeforeAdditionUnit(ResidualUnit):
     """Fig. 4(c): ``x_next = h(x) + F(x)``, F = conv-BN-ReLU-conv-BN-ReLU."""
 
-    placement = "relu_before_addition"
+    variant = "relu_before_addition"
     last_conv_tail = (BN, RELU)
 
 
@@ -377,8 +377,8 @@ class ReLUBeforeAdditionUnit(ResidualUnit):
 class ReLUOnlyPreActUnit(ResidualUnit):
     """Fig. 4(d): ``x_next = h(x) + F(x)``, F = ReLU-conv-BN-ReLU-conv-BN."""
 
-    placement = "relu_only_preact"
-    preactivation = (RELU,)
+    variant = "relu_only_preact"
+    preact_ops = (RELU,)
 
 
 @_register
@@ -386,13 +386,13 @@ class FullPreActUnit(ResidualUnit):
     """Fig. 4(e), full pre-activation: ``x_next = h(x) + F(x)``,
     F = BN-ReLU-conv-BN-ReLU-conv. The paper's recommended unit."""
 
-    placement = "full_preact"
-    preactivation = (BN, RELU)
+    variant = "full_preact"
+    preact_ops = (BN, RELU)
     last_conv_tail = ()
 
 
 PLACEMENTS = {
-    cls.placement: cls
+    cls.variant: cls
     for cls in (
         OriginalUnit,
         BNAfterAdditionUnit,

@@ -339,18 +339,18 @@ class PreActResNet(keras.Model):
                       sync_bn=check_sync_bn(sync_bn),
                       kernel_regularizer=keras.regularizers.get(kernel_regularizer),
                       dtype=policy)
-        preact_net = bool(unit_cls.preactivation)
+        preactivated = bool(unit_cls.preact_ops)
 
         total_stride = (4 if stem == "imagenet" else 1) * math.prod(strides)
         inputs, x = _inputs(input_tensor, input_shape, total_stride, policy)
         if normalization is not None:
             x = normalization_layer(*normalization)(x)
-        x, first_preact = _stem(x, stem, layout, widths[0], preact_net, **shared)
+        x, first_preact = _stem(x, stem, layout, widths[0], preactivated, **shared)
         x, stage_outputs = _stages(
             x, unit_cls, _unit_plan(layout, stage_units, strides, first_preact), widths,
             form, scan=(bool(scan_units), bool(remat)), stride=total_stride // math.prod(strides),
             **shared, **fixed)
-        if preact_net:  # the extra BN-ReLU after the last addition
+        if preactivated:  # the extra BN-ReLU after the last addition
             x = layers.BatchNormalization(name="post_bn", **_bn_kw(**shared))(x)
             x = layers.ReLU(name="post_relu", dtype=policy)(x)
         x = _head(x, include_top, pooling, classes, classifier_activation, **shared)
@@ -503,9 +503,9 @@ def _layout_options(layout, stem, unit_cls, unit_options):
     if stem != "imagenet":
         raise ValueError(f"layout={layout!r} is an ImageNet layout; stem='cifar' networks "
                          "have only layout='paper'.")
-    if not unit_cls.preactivation:
+    if not unit_cls.preact_ops:
         raise ValueError(f"layout={layout!r} is a pre-activation layout; placement "
-                         f"{unit_cls.placement!r} has only layout='paper'.")
+                         f"{unit_cls.variant!r} has only layout='paper'.")
     fixed = {"stride_on": "3x3", "output_bias": layout == "keras_applications"}
     if layout == "keras_applications":
         fixed["projection"] = "B"
@@ -568,12 +568,12 @@ def _conv_kw(kernel_regularizer, use_bias=False, dtype=None, **_):
                 kernel_regularizer=kernel_regularizer, dtype=dtype)
 
 
-def _stem(x, stem, layout, width, preact_net, **shared):
+def _stem(x, stem, layout, width, preactivated, **shared):
     """The stem, and how the first unit is pre-activated after it."""
     dtype = shared.get("dtype")
     if stem == "cifar":
         x = layers.Conv2D(width, 3, padding="same", name="stem_conv", **_conv_kw(**shared))(x)
-        if not preact_net:
+        if not preactivated:
             x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
             x = layers.ReLU(name="stem_relu", dtype=dtype)(x)
         return x, "shared"
@@ -620,7 +620,7 @@ def _stages(x, unit_cls, plan, widths, form, scan=(False, False), stride=1, **un
     levels = {}
     for s, (stage, width) in enumerate(zip(plan, widths), start=1):
         units = [{**unit_kw, **{k: v for k, v in options.items()
-                                if k != "preact" or unit_cls.preactivation}}
+                                if k != "preact" or unit_cls.preact_ops}}
                  for options in stage]
         out = width * EXPANSION[form]
         keys = [json.dumps(options, sort_keys=True, default=repr)

@@ -38,13 +38,6 @@ IMAGENET_MILESTONE_EPOCHS = (30, 60)
 WARMUP_ITERATIONS, WARMUP_LR = 400, 0.01
 LR_DROP = 0.1
 
-# Fields that may differ between two invocations of the same run.
-# (scan_units and remat change how the network is run, not what it computes; a run keeps
-# the form it started with, see scan_choice.)
-VOLATILE_FIELDS = ("model_dir", "overwrite", "data_dir", "cifar_archive", "verbose", "plot",
-                   "scan_units", "remat", "steps_per_execution")
-# Fields added after runs were first recorded: left out of the identity while unset.
-LATER_FIELDS = ("warmup_iterations",)
 SCAN_CHOICES = ("auto", "on", "off")
 # scan_units="auto", by measurement on the 2-core CPU (scripts/benchmark.py train, batch 8):
 # without XLA (TensorFlow's default on a CPU) the scanned net steps as fast as the unrolled
@@ -56,52 +49,168 @@ SCAN_CHOICES = ("auto", "on", "off")
 XLA_SCAN_MIN_UNITS = 300
 
 
+def option(default=None, help="", group=None, *, choices=None, listed=None, metavar=None,
+           network=False, volatile=False, later=False):
+    """A field of :class:`TrainConfig`, declared once with what the command line says of it.
+
+    ``help`` is the option's text (for a bool, what its switch does: ``switch``);
+    ``choices`` are enforced by the parser, ``listed`` only named in the help (a callable,
+    checked by ``resolve_config`` with its own message); ``network``: the field is passed
+    to the network's builder as it is; ``volatile``: it may differ between two invocations
+    of the same run (it is not part of the run's ``identity``); ``later``: added after
+    runs were first recorded, so left out of the identity while unset.
+    ``scripts/train.py``'s options, its ``--help``,
+    ``lab.experiments.train_command`` and the README's table (``options_table``) derive
+    from these declarations."""
+    return dataclasses.field(default=default, metadata=dict(
+        help=help, group=group, choices=choices, listed=listed, metavar=metavar,
+        network=network, volatile=volatile, later=later))
+
+
 @dataclasses.dataclass
 class TrainConfig:
-    model_dir: str
-    arch: str = "resnet164"
-    dataset: str = None  # default: the arch's data set in the paper
-    placement: str = "full_preact"
-    shortcut: object = "identity"  # a name, "NAME:key=value,...", or a dict
-    projection: str = "B"
-    batch_size: int = None  # global; default 128 (CIFAR, digits) or 256 (ImageNet)
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    warmup: bool = True
-    warmup_iterations: int = None  # default: the paper's 400, scaled down with the budget
-    iterations: int = None
-    epochs: int = None
-    steps_per_epoch: int = None  # default: the training set's size // batch_size
-    mixed_precision: str = "off"
-    jit_compile: str = "auto"
-    scan_units: str = "auto"  # "on": identical units as one scanned layer (SCAN_CHOICES)
-    remat: bool = False  # recompute the scanned units' activations in the backward pass
-    steps_per_execution: int = 1  # training steps per compiled call (Keras' compile option)
-    seed: int = 0
-    deterministic: bool = False
-    strategy: str = "auto"
-    sync_bn: bool = False
-    cpu_replicas: int = None
-    eval_size: int = None  # ImageNet only: 224 (default) or the paper's 320
-    data_dir: str = None
-    cifar_archive: str = None
-    overwrite: bool = False
-    verbose: object = "auto"  # 0, 1 (progress bar), 2 (a line per epoch); auto: 1 on a terminal
-    plot: bool = True
+    """A training run: every field is an option of ``scripts/train.py`` (``--model-dir``
+    for ``model_dir``, ...), with the paper's default."""
+
+    model_dir: str = option(
+        help="the run directory (created; rerun the command to resume)", group="output",
+        metavar="DIR", volatile=True)
+    arch: str = option(
+        "resnet164", "network", "model", metavar="ARCH", listed=lambda: registry.list_models())
+    dataset: str = option(  # default: the arch's data set in the paper
+        help="data set (default: the arch's data set in the paper)", group="data",
+        metavar="NAME", listed=lambda: DATASET_NAMES)
+    placement: str = option(
+        "full_preact", "residual unit of Fig. 4", "model", metavar="NAME",
+        listed=lambda: catalog.PLACEMENT_FIGURES, network=True)
+    shortcut: object = option(  # a name, "NAME:key=value,...", or a dict
+        "identity", "shortcut of Fig. 2, e.g. constant_scaling:scale=0.5", "model",
+        metavar="NAME[:key=value,...]", listed=lambda: catalog.SHORTCUT_OPTIONS, network=True)
+    projection: str = option(
+        "B", "where the shape changes: A zero-pads, B projects there, C projects on every "
+        "unit", "model", choices=catalog.PROJECTIONS, network=True)
+    batch_size: int = option(
+        help="global batch size (default: 128; ImageNet 256)", group="optimisation")
+    lr: float = option(0.1, "learning rate after the warm-up", "optimisation")
+    momentum: float = option(0.9, "SGD momentum, in [0, 1)", "optimisation")
+    weight_decay: float = option(1e-4, "the paper's (coupled L2) weight decay", "optimisation")
+    warmup: bool = option(True, "skip the 0.01 warm-up of the first 400 iterations",
+                          "optimisation")
+    warmup_iterations: int = option(
+        help="warm up for N iterations (default: 400, scaled down with --iterations/--epochs)",
+        group="optimisation", metavar="N", later=True)
+    iterations: int = option(
+        help="CIFAR: total iterations (default 64k); the milestones scale with it",
+        group="optimisation")
+    epochs: int = option(
+        help="total epochs instead (ImageNet default 90); the milestones scale",
+        group="optimisation")
+    steps_per_epoch: int = option(
+        help="batches per epoch (default: the training set's size / batch)",
+        group="optimisation")
+    seed: int = option(0, "seed of the data order, augmentation and initialisation",
+                       "optimisation")
+    deterministic: bool = option(
+        False, "deterministic TensorFlow ops: a resumed run ends with the weights of an "
+        "uninterrupted one", "optimisation")
+    strategy: str = option(
+        "auto", "auto: every visible GPU (JAX: DataParallel), else one device",
+        "distribution and precision", choices=STRATEGIES)
+    sync_bn: bool = option(
+        False, "synchronised BatchNormalization across replicas (TensorFlow)",
+        "distribution and precision", network=True)
+    cpu_replicas: int = option(
+        help="split the CPU into N logical devices (to test strategies)",
+        group="distribution and precision")
+    mixed_precision: str = option(
+        "off", "mixed-precision compute (slower on a CPU)", "distribution and precision",
+        choices=PRECISIONS)
+    # (scan_units and remat change how the network is run, not what it computes: volatile; a
+    # run keeps the form it started with, see scan_choice.)
+    scan_units: str = option(
+        "auto", "identical units as one scanned layer, compiled once per stage; auto: the "
+        "faster form by measurement (scanned without XLA; under XLA, as on JAX, only "
+        "ResNet-1001 and 1202); a resumed run keeps its form", "distribution and precision",
+        choices=SCAN_CHOICES, volatile=True)
+    remat: bool = option(
+        False, "recompute the scanned units' activations in the backward pass (less memory, "
+        "about one more forward pass of time)", "distribution and precision", volatile=True)
+    steps_per_execution: int = option(
+        1, "training steps per compiled call: fewer round trips to the host on an "
+        "accelerator (results are the same)", "distribution and precision", metavar="N",
+        volatile=True)
+    jit_compile: str = option(
+        "auto", "XLA; auto: on for JAX and for TensorFlow on one GPU",
+        "distribution and precision", choices=JIT_CHOICES)
+    data_dir: str = option(help="tensorflow-datasets data_dir", group="data", volatile=True)
+    cifar_archive: str = option(
+        help="cifar-10-python.tar.gz or cifar-100-python.tar.gz, read directly", group="data",
+        metavar="PATH", volatile=True)
+    eval_size: int = option(
+        help="imagenet2012 evaluation crop: 224 (default) or the paper's 320", group="data",
+        choices=EVAL_SIZES)
+    overwrite: bool = option(
+        False, "discard the run in --model-dir (only what keras_preact wrote)", "output",
+        volatile=True)
+    verbose: object = option(
+        "auto", "0 silent, 1 progress bar, 2 one line per epoch; auto: 1 on a terminal, "
+        "else 2", "output", choices=VERBOSITY, volatile=True)
+    plot: bool = option(True, "do not draw curves.png", "output", volatile=True)
 
     def identity(self):
         """The fields that define the run (what must match to resume it)."""
-        d = dataclasses.asdict(self)
-        # (Unset, a field added later stays out, so that earlier runs still resume.)
-        return {k: v for k, v in d.items() if k not in VOLATILE_FIELDS
-                and not (k in LATER_FIELDS and v is None)}
+        values = dataclasses.asdict(self)
+        return {f.name: values[f.name] for f in dataclasses.fields(self)
+                if not f.metadata["volatile"]
+                and not (f.metadata["later"] and values[f.name] is None)}
 
 
-def switch(name):
-    """train.py's option for the bool field ``name``: ``--NAME`` turns on a field that is off
-    by default, ``--no-NAME`` turns off one that is on."""
-    return ("--no-" if getattr(TrainConfig, name) else "--") + name.replace("_", "-")
+# The groups of train.py's --help (and of the README's table), in this order.
+GROUPS = ("model", "data", "optimisation", "distribution and precision", "output")
+
+
+def declared(group=None):
+    """TrainConfig's fields (``dataclasses.Field``), by ``GROUPS`` and then as declared."""
+    fields = dataclasses.fields(TrainConfig)
+    return [f for g in GROUPS if group in (None, g) for f in fields if f.metadata["group"] == g]
+
+
+def flag(name):
+    """train.py's option for field ``name``: ``--NAME``; for a bool, its switch: ``--NAME``
+    turns on a field that is off by default, ``--no-NAME`` turns off one that is on."""
+    field = TrainConfig.__dataclass_fields__[name]
+    prefix = "--no-" if field.type is bool and field.default else "--"
+    return prefix + name.replace("_", "-")
+
+
+def option_help(field):
+    """The field's help, with the values of a listed choice."""
+    listed = field.metadata["listed"]
+    text = field.metadata["help"]
+    return f"{text}; one of: {', '.join(map(str, listed()))}" if listed else text
+
+
+def network_options(config):
+    """The fields of ``config`` that the network's builder takes as they are."""
+    return {f.name: getattr(config, f.name) for f in declared() if f.metadata["network"]}
+
+
+def options_table():
+    """The README's table of train.py's options, from the declarations."""
+    rows = ["| option | default | meaning |", "|---|---|---|"]
+    for f in declared():
+        if f.type is bool:
+            default = ""
+        elif f.default is None:
+            default = "required" if f.name == "model_dir" else "-"
+        else:
+            default = f"`{f.default}`"
+        choices = f.metadata["choices"]
+        text = option_help(f) if not choices else \
+            f"{f.metadata['help']}; one of: {', '.join(map(str, choices))}"
+        text = text.replace("|", "\\|")
+        rows.append(f"| `{flag(f.name)}` | {default} | {text} |")
+    return "\n".join(rows)
 
 
 def resolve_config(config):

@@ -21,6 +21,7 @@ older version) is refused, naming what would be lost, as is a folder that holds 
 import contextlib
 import csv
 import dataclasses
+import enum
 import io
 import json
 import os
@@ -110,7 +111,7 @@ def open_record(model_dir, action, log=print):
     the one it had for a resumed run (a damaged one is set aside, saying so)."""
     name = record_name()
     fresh = files.Record(model_dir, name)
-    if action in ("new", "overwrite"):
+    if action in (Action.NEW, Action.OVERWRITE):
         return fresh
     try:
         record = files.Record.read(model_dir, name)
@@ -151,6 +152,17 @@ def set_aside(path, record=None):
 
 def differences(a, b):
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+class Action(str, enum.Enum):
+    """What opening a run directory does (``check``)."""
+
+    NEW = "new"  # start the run (the folder is new, or holds nothing of ours)
+    RESUME = "resume"  # continue it from its resume state
+    FINISHED = "finished"  # nothing: it has its results
+    OVERWRITE = "overwrite"  # remove what the run wrote, then start it
+
+    __str__ = str.__str__  # (its value, in f-strings too)
 
 
 @dataclasses.dataclass
@@ -218,7 +230,7 @@ class Checked:
     """A run's configuration, resolved, and what opening its folder will do (``check``)."""
 
     config: object
-    action: str
+    action: Action
     found: object
 
 
@@ -232,17 +244,16 @@ def prepare(config):
 
 
 def check(config, probe_lock=True):
-    """Decide what opening ``config.model_dir`` will do: ``"new"``, ``"resume"``,
-    ``"finished"`` or ``"overwrite"``; raise ``RefusedError`` (saying what to do)
-    when the folder cannot be used, or (``probe_lock``) when another process is
-    writing it. Writes nothing but the probe of the lock."""
+    """Decide what opening ``config.model_dir`` will do: ``(Action, Found)``; raise
+    ``RefusedError`` (saying what to do) when the folder cannot be used, or
+    (``probe_lock``) when another process is writing it. Writes nothing but the probe of the lock."""
     found = inspect(config.model_dir)
     if found.exists and probe_lock:
         with lock(config.model_dir):
             pass
     if not found.exists:
         files.ensure_directory_possible(config.model_dir, "--model-dir")
-        return "new", found
+        return Action.NEW, found
     identity = config.identity()
     if found.legacy and not found.ours:
         if config.overwrite:
@@ -256,7 +267,7 @@ def check(config, probe_lock=True):
         entries = files.foreign_entries(
             found.path, lambda n: _transient(n) or _workers_folder(found.path, n))
         if not entries:
-            return "new", found
+            return Action.NEW, found
         if CONFIG in entries and found.config_error is None and not found.legacy:
             return check(config, probe_lock)  # (the chief wrote it since: read it again)
         if config.overwrite and found.records and found.record_problem is None:
@@ -286,8 +297,8 @@ def check(config, probe_lock=True):
             f"{', '.join(differences(found.identity, identity))}). Use another --model-dir, or "
             "--overwrite to discard that run.")
     if found.results is not None:
-        return "finished", found
-    return "resume", found
+        return Action.FINISHED, found
+    return Action.RESUME, found
 
 
 def _overwrite(found):
@@ -300,7 +311,7 @@ def _overwrite(found):
                 f"{found.record_problem}: {files.describe_entries(found.path, lost)} would be "
                 "lost. Move out what is yours and delete the folder, or choose another "
                 "--model-dir.")
-    return "overwrite", found
+    return Action.OVERWRITE, found
 
 
 def _workers_folder(model_dir, name):

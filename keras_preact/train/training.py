@@ -30,6 +30,7 @@ from keras_preact.train.config import (  # noqa: F401 - the configuration API is
     PRECISIONS,
     STRATEGIES,
     TrainConfig,
+    network_options,
     paper_error,
     resolve_config,
     scan_choice,
@@ -269,7 +270,7 @@ def train(config, log=print):
     ``rundir.prepare`` made of one); return its results dict."""
     checked = config if isinstance(config, rundir.Checked) else rundir.prepare(config)
     config, action, found = checked.config, checked.action, checked.found
-    if action == "finished":
+    if action == rundir.Action.FINISHED:
         _report_finished(config, found.results, log)
         return found.results
     check_backend(config)
@@ -342,10 +343,8 @@ def _build_model(config, data, schedule, strategy, scan=False):
         input_shape = (None, None, input_shape[-1])
     model = registry.get_model(
         config.arch, classes=data.classes, input_shape=input_shape,
-        placement=config.placement, shortcut=config.shortcut,
-        projection=config.projection, sync_bn=config.sync_bn,
         kernel_regularizer=coupled_l2(config.weight_decay), classifier_activation=None,
-        scan_units=scan, remat=scan and config.remat,
+        scan_units=scan, remat=scan and config.remat, **network_options(config),
     )
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate(schedule), momentum=config.momentum),
@@ -427,7 +426,7 @@ def _open_run(config, record, chief, log):
     model_dir = files.ensure_directory(config.model_dir, "--model-dir")
     with rundir.lock(model_dir):
         action, _ = rundir.check(config, probe_lock=False)  # again, now that we hold it
-        if action == "overwrite":
+        if action == rundir.Action.OVERWRITE:
             kept = rundir.remove_run(model_dir)
             log(f"--overwrite: removed the previous run in {model_dir}"
                 + (f"; kept {files.describe_entries(model_dir, kept)}, which keras_preact "
@@ -440,7 +439,7 @@ def _open_run(config, record, chief, log):
             files.write_json(path, record)
         checkpoints = {}
         path = os.path.join(model_dir, rundir.CHECKPOINTS)
-        if action in ("resume", "finished") and os.path.exists(path):
+        if action in (rundir.Action.RESUME, rundir.Action.FINISHED) and os.path.exists(path):
             try:
                 checkpoints = files.read_json(path)
             except (ValueError, OSError) as e:
@@ -453,7 +452,8 @@ def _open_run(config, record, chief, log):
 def _restore(model, config, action, chief, owned, log):
     """Load the newest intact resume state; return (epoch, training seconds so far, the
     log's rows of the epochs before it)."""
-    if action not in ("resume", "finished"):  # (finished by another process meanwhile)
+    # (finished: by another process meanwhile)
+    if action not in (rundir.Action.RESUME, rundir.Action.FINISHED):
         return 0, 0.0, []
     store = _backup_store(config, owned)
     epoch, seconds = store.restore(model, config.identity(), log=log)
