@@ -60,3 +60,23 @@ def test_a_weights_file_of_other_layers_is_read(tmp_path):
 def test_keras_tree_is_public():
     """compat's multi-worker fix maps structures with the public ``keras.tree``."""
     assert keras.tree.map_structure(lambda v: v * 2, {"a": np.ones(2)})["a"].tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("optimizer, slots", [
+    (lambda: keras.optimizers.SGD(0.1, momentum=0.9), {"momentum": "momentums"}),
+    (lambda: keras.optimizers.Adam(), {"momentum": "_momentums", "velocity": "_velocities"}),
+])
+def test_each_optimizer_variable_is_found_by_its_model_variable(optimizer, slots):
+    """Keras' own map (``_get_variable_index`` into each slot list) is the truth the names
+    are checked against; a Keras that names its slots otherwise fails here."""
+    model = _small(2)
+    opt = optimizer()
+    opt.build(model.trainable_variables)
+    found, others = compat.optimizer_slots(opt, model.trainable_variables)
+    assert sorted(found) == sorted(v.path for v in model.trainable_variables)
+    for variable in model.trainable_variables:
+        index = opt._get_variable_index(variable)
+        assert {s: v for s, v in found[variable.path].items()} == {
+            s: getattr(opt, attribute)[index] for s, attribute in slots.items()}
+    assert opt.iterations in others and len(others) + sum(map(len, found.values())) == len(
+        opt.variables)

@@ -94,6 +94,14 @@ def test_a_network_on_an_input_tensor_keeps_the_layers_before_it(tmp_path, rng):
                                atol=1e-5 * max(1.0, np.abs(expected).max()))
 
 
+def test_a_network_on_a_keras_input_keeps_its_name_and_dtype():
+    inputs = keras.Input((32, 32, 3), name="pixels", dtype="float16")
+    model = kp.PreActResNet20(input_tensor=inputs, classifier_activation=None)
+    for network in (model, kp.PreActResNet.from_config(model.get_config()), model.replace()):
+        assert network.inputs[0].name == "pixels" and network.inputs[0].dtype == "float16"
+        assert network.get_config() == model.get_config()
+
+
 def test_a_file_written_before_the_class_still_loads(tmp_path, rng):
     """Version 0.1 saved a plain functional model of the same layers."""
     model = kp.PreActResNet20(**SMALL, classifier_activation=None)

@@ -183,7 +183,9 @@ def test_kill_during_the_backup_write_then_resume_equals_uninterrupted(digits_ru
 
 # -- resume state: damaged backups, identity, the last.keras fallback -------------------
 def _tiny_compiled():
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    # (named: a resume state is keyed by the weights' names, which a network of ours fixes)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense")],
+                             name="tiny")
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.optimizer.build(model.trainable_variables)
@@ -242,6 +244,28 @@ def test_backup_generations_survive_damage(tmp_path):
     store.save(model, 4, IDENTITY, 0.0)
     with pytest.raises(files.RefusedError, match="different configuration .*differs in: lr"):
         store.restore(_tiny_compiled(), {**IDENTITY, "lr": 0.05})
+
+
+def test_a_backup_of_0_1_is_restored_by_position(tmp_path):
+    """keras_preact 0.1 wrote model.save_weights (no "keys" in the metadata): it still
+    resumes, into the form it was saved from; the next backup is keyed by name."""
+    store = rundir.BackupStore(str(tmp_path / "backup" / "chief0"))
+    model = _tiny_compiled()
+    _fit_once(model)
+    weights, meta = (os.path.join(store.dir, f"epoch-00001.{e}") for e in ("weights.h5", "json"))
+    os.makedirs(store.dir)
+    model.save_weights(weights)
+    files.write_json(meta, {"format": rundir.BACKUP_FORMAT, "epoch": 1, "identity": IDENTITY,
+                            "weights": os.path.basename(weights), "sha256": files.sha256(weights),
+                            "bytes": os.path.getsize(weights), "train_seconds": 1.0})
+    assert store.positional()
+    fresh = _tiny_compiled()
+    assert store.restore(fresh, IDENTITY) == (1, 1.0)
+    for a, b in zip(_weights(fresh), _weights(model)):
+        np.testing.assert_array_equal(a, b)
+    assert int(fresh.optimizer.iterations.numpy()) == 2
+    store.save(fresh, 2, IDENTITY, 2.0)
+    assert not store.positional() and store.generations()[0]["keys"] == "unrolled"
 
 
 def test_resume_falls_back_to_last_keras_then_starts_over(tmp_path):

@@ -28,11 +28,13 @@ def test_data_parallel_on_two_devices(tmp_path):
     assert losses[1] < losses[0]
 
 
-def test_a_run_keeps_its_form_and_finishes_after_its_last_backup(tmp_path):
-    """A run started unrolled resumes unrolled whatever --scan-units says (its resume state
-    is matched by position); a run killed after its last backup finishes on resume."""
+def test_a_run_resumes_in_the_other_form_and_finishes_after_its_last_backup(tmp_path):
+    """A run started unrolled resumes scanned when --scan-units says so, and unrolled again
+    (auto, on JAX): its resume state is keyed by the unrolled names. A run killed after its
+    last backup finishes on resume."""
     args = ["--arch", "resnet20", "--dataset", "digits", "--batch-size", "64", "--epochs", "2",
-            "--no-plot", "--verbose", "2", "--model-dir", str(tmp_path / "run")]
+            "--steps-per-epoch", "8", "--no-plot", "--verbose", "2",
+            "--model-dir", str(tmp_path / "run")]
     env = {"KERAS_BACKEND": "jax"}
     killed = run_script("train.py", *args, "--scan-units", "off", "--steps-per-execution", "4",
                         env={**env, "KERAS_PREACT_FAULT": "epoch.end@1"})
@@ -41,11 +43,12 @@ def test_a_run_keeps_its_form_and_finishes_after_its_last_backup(tmp_path):
     resumed = run_script("train.py", *args, "--scan-units", "on",
                          env={**env, "KERAS_PREACT_FAULT": "epoch.end@1"})
     assert resumed.returncode == -9, resumed.stderr[-3000:]
-    assert "resuming from epoch 1" in resumed.stdout and "units unrolled" in resumed.stdout
+    assert "resuming from epoch 1" in resumed.stdout
+    assert "identical units scanned" in resumed.stdout
     # Nothing left to train but the results (Keras' JAX trainer used to fail here).
     finished = run_script("train.py", *args, env=env)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert "resuming from epoch 2" in finished.stdout
+    assert "resuming from epoch 2" in finished.stdout and "units unrolled" in finished.stdout
 
 
 # What the GPU machine lacks: TensorFlow (so TensorBoard and tensorflow-datasets), matplotlib

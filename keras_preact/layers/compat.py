@@ -5,6 +5,8 @@ fails when Keras changes it (``tests/test_compat.py``, ``tests/test_training.py`
 
 * Keras' error texts, read to say in one line what went wrong when a file is loaded:
   :func:`refuses_unsafe_code` and :func:`weights_mismatch`.
+* Which optimizer variables belong to which model variable (:func:`optimizer_slots`),
+  for a resume state that does not depend on the order of the variables.
 * The ``MultiWorkerMirroredStrategy`` fix of Keras 3's TensorFlow trainer, below.
 
 The fix: ``MultiWorkerMirroredStrategy`` with Keras 3's ``model.fit``.
@@ -40,6 +42,34 @@ from keras_preact.vocab._validation import UserError
 REDUCE_SYMPTOM = "Invalid reduction dimension"
 USED = set()  # the names of the fixes that ran in this process
 _applied = False
+
+
+# -- optimizer state by model variable (checked on Keras 3.8-3.15) --------------------
+def optimizer_slots(optimizer, variables):
+    """``({variable.path: {slot: optimizer variable}}, [the optimizer's other variables])``
+    for the model ``variables`` the optimizer was built for.
+
+    Keras names each per-variable optimizer variable after its model variable:
+    ``add_variable_from_reference`` calls it ``{variable.path with "/" as "_"}_{slot}``
+    (``stage1_unit1_conv1_kernel_momentum``); Keras has no public map from one to the
+    other. A name that fits two model variables, or none, is refused (``ValueError``)."""
+    prefixes = {v.path.replace("/", "_") + "_": v.path for v in variables}
+    if len(prefixes) != len(variables):
+        raise ValueError("two model variables share a name once '/' reads '_': their "
+                         "optimizer variables cannot be told apart.")
+    slots, others = {}, []
+    for variable in optimizer.variables:
+        owners = [p for p in prefixes if variable.name.startswith(p)]
+        if not owners:
+            others.append(variable)
+            continue
+        # (the longest prefix: "conv1_kernel_" also starts "conv1_kernel_momentum_...")
+        prefix = max(owners, key=len)
+        if sum(len(p) == len(prefix) for p in owners) > 1:
+            raise ValueError(f"the optimizer variable {variable.name!r} fits two model "
+                             "variables.")
+        slots.setdefault(prefixes[prefix], {})[variable.name[len(prefix):]] = variable
+    return slots, others
 
 
 # -- Keras' error texts (checked on Keras 3.8-3.15) ----------------------------------

@@ -211,8 +211,15 @@ def unrolled_variables(model):
 
 def assign_unrolled(model, values):
     """Set ``model``'s weights from ``{unrolled path: value}`` (``unrolled_weights``)."""
+    assign_places(unrolled_variables(model), values)
+
+
+def assign_places(places, values):
+    """Set each variable of ``places`` (``{unrolled path: (variable, unit index or None)}``,
+    as ``unrolled_variables`` gives them) from ``values`` (``{unrolled path: value}``); a
+    stacked variable takes the values of all its units at once."""
     stacks = {}
-    for path, (variable, index) in unrolled_variables(model).items():
+    for path, (variable, index) in places.items():
         value = values[path]
         if index is None:
             variable.assign(value)

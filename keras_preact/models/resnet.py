@@ -67,6 +67,7 @@ from keras_preact.vocab.catalog import (  # noqa: F401 - the depth tables are pu
 )
 from keras_preact.layers.preprocessing import normalization_layer
 from keras_preact.models.registry import pretrained_source
+from keras_preact.layers.pooling import PaddedMaxPooling2D
 from keras_preact.layers.scanned import (
     ScannedUnits,
     assign_unrolled,
@@ -89,34 +90,6 @@ UNIT_OPTIONS = tuple(
     p for p in inspect.signature(ResidualUnit.__init__).parameters
     if p not in ("self", "filters", "strides", "form", "preact", "kwargs") + _SHARED
 )
-
-
-@keras.saving.register_keras_serializable(package="keras_preact")
-class PaddedMaxPooling2D(layers.Layer):
-    """Max-pooling over an input padded with -inf on every side (Torch's and timm's
-    ``MaxPool2d(k, s, padding)``): padding never wins the max, whatever the sign of
-    the input. (Keras' ``padding="same"`` pads only the bottom and right of an even
-    input; ``ZeroPadding2D`` is exact only after a ReLU.)"""
-
-    def __init__(self, pool_size=3, strides=2, padding=1, **kwargs):
-        super().__init__(**kwargs)
-        self.pool_size = check_int("pool_size", pool_size, minimum=1)
-        self.strides = check_int("strides", strides, minimum=1)
-        self.padding = check_int("padding", padding, minimum=0)
-
-    def call(self, x):
-        p = self.padding
-        x = keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], constant_values=float("-inf"))
-        return keras.ops.max_pool(x, self.pool_size, self.strides, padding="valid")
-
-    def compute_output_shape(self, input_shape):
-        size = [None if d is None else (d + 2 * self.padding - self.pool_size) // self.strides + 1
-                for d in input_shape[1:3]]
-        return (input_shape[0], *size, input_shape[3])
-
-    def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
-                "padding": self.padding}
 
 
 # -- loading saved models and weights ---------------------------------------------
@@ -370,10 +343,11 @@ class PreActResNet(keras.Model):
             else [list(map(float, v)) for v in normalization],
             **unit_options)
         self._policy = policy or keras.config.dtype_policy()
-        # The layers before an input tensor, serialised (as JSON reads them back): a
-        # sub-model attribute would be tracked as a second owner of their weights.
+        # The layers before an input tensor (none for a keras.Input, whose name and dtype
+        # it keeps), serialised (as JSON reads them back): a sub-model attribute would be
+        # tracked as a second owner of their weights.
         self._front = None
-        if input_tensor is not None and not _is_input(input_tensor):
+        if input_tensor is not None:
             self._front = json.dumps(keras.saving.serialize_keras_object(
                 keras.Model(self.inputs, input_tensor, name=f"{name}_input")))
         self.pyramid_outputs = {f"P{level}": out for level, out in stage_outputs.items()}
@@ -553,10 +527,6 @@ def _inputs(input_tensor, input_shape, total_stride, policy):
     _check_input_shape(input_tensor.shape[1:], total_stride)
     sources = keras.utils.get_source_inputs(input_tensor)
     return (sources[0] if len(sources) == 1 else sources), input_tensor
-
-
-def _is_input(tensor):
-    return any(tensor is source for source in keras.utils.get_source_inputs(tensor))
 
 
 def _bn_kw(bn_momentum, bn_epsilon, sync_bn, dtype=None, **_):

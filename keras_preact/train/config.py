@@ -126,11 +126,11 @@ class TrainConfig:
         "off", "mixed-precision compute (slower on a CPU)", "distribution and precision",
         choices=PRECISIONS)
     # (scan_units and remat change how the network is run, not what it computes: volatile; a
-    # run keeps the form it started with, see scan_choice.)
+    # run resumes in either form, see scan_choice.)
     scan_units: str = option(
         "auto", "identical units as one scanned layer, compiled once per stage; auto: the "
         "faster form by measurement (scanned without XLA; under XLA, as on JAX, only "
-        "ResNet-1001 and 1202); a resumed run keeps its form", "distribution and precision",
+        "ResNet-1001 and 1202); a run may resume in the other form", "distribution and precision",
         choices=SCAN_CHOICES, volatile=True)
     remat: bool = option(
         False, "recompute the scanned units' activations in the backward pass (less memory, "
@@ -300,10 +300,10 @@ def check_warmup(config, total):
 
 
 def scan_choice(config, xla, recorded=None):
-    """Whether the run's network is built with ``scan_units``: the form the run was started
-    with (``recorded``, from its config.json), else ``--scan-units``, where ``auto`` is the
-    faster form by measurement: scanned without XLA, and under XLA only from
-    ``XLA_SCAN_MIN_UNITS`` units."""
+    """Whether the run's network is built with ``scan_units``: ``recorded``, the form a run
+    whose resume state is matched by position (keras_preact 0.1's) was saved in, else
+    ``--scan-units``, where ``auto`` is the faster form by measurement: scanned without XLA,
+    and under XLA only from ``XLA_SCAN_MIN_UNITS`` units."""
     if recorded in ("on", "off"):
         return recorded == "on"
     if config.scan_units != "auto":

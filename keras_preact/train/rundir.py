@@ -40,6 +40,7 @@ OWN_ENTRIES = (CONFIG, RESULTS, CHECKPOINTS, LOG, CURVES, BACKUP, TENSORBOARD, W
 RECORD_PREFIX = ".owned-"
 _GENERATION = re.compile(r"^epoch-(\d+)\.json$")
 KEEP_GENERATIONS = 2
+KEYS_UNROLLED = "unrolled"  # a backup's keys: the unrolled network's names (train.state)
 
 
 def _tf_config():
@@ -246,7 +247,8 @@ def prepare(config):
 def check(config, probe_lock=True):
     """Decide what opening ``config.model_dir`` will do: ``(Action, Found)``; raise
     ``RefusedError`` (saying what to do) when the folder cannot be used, or
-    (``probe_lock``) when another process is writing it. Writes nothing but the probe of the lock."""
+    (``probe_lock``) when another process is writing it. Writes nothing but the probe of
+    the lock."""
     found = inspect(config.model_dir)
     if found.exists and probe_lock:
         with lock(config.model_dir):
@@ -350,6 +352,12 @@ class BackupStore:
     metadata written last (the commit point) with the run's identity, the file's
     SHA-256 and the training time so far. The previous generation is removed only
     once a new one is complete; a damaged one is detected on restore and skipped.
+
+    The weights file holds ``keras_preact.train.state.dump``: every weight and optimizer
+    variable keyed by the unrolled network's names, so a run resumes in either form
+    (scanned or unrolled) whichever it was saved in. A generation of keras_preact 0.1
+    (``model.save_weights``, matched by position; its metadata has no ``"keys"``) loads
+    into the form it was written from.
     """
 
     def __init__(self, directory, record=None):
@@ -381,13 +389,14 @@ class BackupStore:
             self.record.add(weights, meta)
         os.makedirs(self.dir, exist_ok=True)
         with files.atomic_path(weights) as tmp:
-            model.save_weights(tmp)
+            _write_state(tmp, model)
             files.fault_point("backup.weights")
         files.fault_point("backup.metadata")
         files.write_json(meta, {
             "format": BACKUP_FORMAT, "epoch": epoch, "identity": identity,
-            "weights": os.path.basename(weights), "sha256": files.sha256(weights),
-            "bytes": os.path.getsize(weights), "train_seconds": round(train_seconds, 3),
+            "weights": os.path.basename(weights), "keys": KEYS_UNROLLED,
+            "sha256": files.sha256(weights), "bytes": os.path.getsize(weights),
+            "train_seconds": round(train_seconds, 3),
         })
         self.prune()
 
@@ -418,14 +427,24 @@ class BackupStore:
             epoch = meta["_epoch"]
             problem = self._check(meta, identity)
             if problem is None:
+                path = os.path.join(self.dir, meta["weights"])
                 try:
-                    model.load_weights(os.path.join(self.dir, meta["weights"]))
+                    if meta.get("keys") == KEYS_UNROLLED:
+                        _read_state(path, model)
+                    else:  # (0.1: by position)
+                        model.load_weights(path)
                     return epoch, float(meta.get("train_seconds", 0.0))
                 except Exception as e:  # noqa: BLE001 - any failure means: not usable
                     problem = f"it cannot be loaded ({type(e).__name__}: {str(e)[:120]})"
             log(f"warning: the backup of epoch {epoch} in {self.dir} is damaged ({problem}); "
                 "trying an earlier state.")
         return 0, 0.0
+
+    def positional(self):
+        """Whether the newest committed generation is of keras_preact 0.1 (matched by
+        position: it loads only into the form it was saved from)."""
+        newest = next(iter(self.generations()), None)
+        return newest is not None and newest.get("keys") != KEYS_UNROLLED
 
     def _check(self, meta, identity):
         if meta.get("format") != BACKUP_FORMAT:
@@ -441,6 +460,29 @@ class BackupStore:
         if os.path.getsize(path) != meta.get("bytes") or files.sha256(path) != meta.get("sha256"):
             return "its weights file is truncated or altered"
         return None
+
+
+def _write_state(path, model):
+    """``state.dump(model)`` as an HDF5 file, one dataset per key."""
+    import h5py
+
+    from keras_preact.train import state
+
+    with h5py.File(path, "w") as f:
+        for key, value in state.dump(model).items():
+            f.create_dataset(key, data=value)
+
+
+def _read_state(path, model):
+    import h5py
+
+    from keras_preact.train import state
+
+    values = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda key, item: values.__setitem__(key, item[()])
+                     if isinstance(item, h5py.Dataset) else None)
+    state.load(model, values)
 
 
 # -- the epoch log ---------------------------------------------------------------------

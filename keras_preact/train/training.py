@@ -299,10 +299,12 @@ def train(config, log=print):
     )
     schedule = schedule_for(config, data.steps_per_epoch)
     scope = strategy.scope if strategy is not None else contextlib.nullcontext
-    # A run keeps the form (scanned or unrolled) it was started with: its resume state is
-    # matched by position.
-    recorded = {} if config.overwrite else (rundir.inspect(config.model_dir).config or {})
-    scan = scan_choice(config, _xla(config, strategy), recorded.get("scan_units"))
+    # The resume state is keyed by the unrolled names: a run resumes in either form (scanned
+    # or unrolled). One of keras_preact 0.1 is matched by position: that run keeps its form.
+    recorded = None
+    if not config.overwrite and _backup_store(config).positional():
+        recorded = (rundir.inspect(config.model_dir).config or {}).get("scan_units")
+    scan = scan_choice(config, _xla(config, strategy), recorded)
     with scope():
         model = _build_model(config, data, schedule, strategy, scan)
     if data.augmentation is not None:
@@ -462,8 +464,16 @@ def _restore(model, config, action, chief, owned, log):
     if not epoch and chief and rundir.worker_id() == "chief0" and os.path.exists(last):
         try:
             held = files.read_json(os.path.join(config.model_dir, rundir.CHECKPOINTS))["last"]
-            model.load_weights(last)
-            log(f"warning: no intact backup; resuming from last.keras (epoch {held['epoch']}).")
+            aside = ""
+            try:
+                model.load_weights(last)
+            except ValueError:  # saved in the other form: its weights, matched by name
+                from keras_preact.models.resnet import load_weights
+
+                load_weights(model, last)
+                aside = " (saved in the other form: its weights; the momentum starts at zero)"
+            log(f"warning: no intact backup; resuming from last.keras (epoch {held['epoch']})"
+                f"{aside}.")
             epoch = int(held["epoch"])
         except Exception as e:  # noqa: BLE001 - not usable: start over, saying so
             log(f"warning: last.keras cannot resume the run ({type(e).__name__}).")
