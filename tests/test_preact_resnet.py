@@ -94,12 +94,21 @@ def test_a_network_on_an_input_tensor_keeps_the_layers_before_it(tmp_path, rng):
                                atol=1e-5 * max(1.0, np.abs(expected).max()))
 
 
-def test_a_network_on_a_keras_input_keeps_its_name_and_dtype():
+def test_a_network_on_a_keras_input_keeps_its_name_and_dtype(tmp_path):
     inputs = keras.Input((32, 32, 3), name="pixels", dtype="float16")
     model = kp.PreActResNet20(input_tensor=inputs, classifier_activation=None)
-    for network in (model, kp.PreActResNet.from_config(model.get_config()), model.replace()):
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    for network in (model, kp.PreActResNet.from_config(model.get_config()), model.replace(),
+                    keras.saving.load_model(path, safe_mode=True, compile=False)):
         assert network.inputs[0].name == "pixels" and network.inputs[0].dtype == "float16"
         assert network.get_config() == model.get_config()
+    wider = model.replace(input_shape=(64, 64, 3))
+    assert wider.inputs[0].name == "pixels" and wider.inputs[0].dtype == "float16"
+    assert wider.input_shape == (None, 64, 64, 3)
+    scaled = keras.layers.Rescaling(1 / 255)(keras.Input((32, 32, 3)))
+    with pytest.raises(ValueError, match="after other layers"):
+        kp.PreActResNet20(input_tensor=scaled).replace(input_shape=(64, 64, 3))
 
 
 def test_a_file_written_before_the_class_still_loads(tmp_path, rng):

@@ -259,7 +259,7 @@ def test_scan_choice_by_compiler_and_record():
     assert scan_choice(small, xla=False) and not scan_choice(small, xla=True)
     assert sum(keras_preact.model_info("resnet1001")["stage_units"]) >= XLA_SCAN_MIN_UNITS
     assert scan_choice(deep, xla=True)
-    assert not scan_choice(small, xla=False, recorded="off")  # a run keeps its form
+    assert not scan_choice(small, xla=False, recorded="off")  # a 0.1 run keeps its form
     assert scan_choice(resolve_config(TrainConfig(model_dir="x", arch="resnet164",
                                                   remat=True)), xla=True)
 

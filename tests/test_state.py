@@ -89,9 +89,34 @@ def test_last_keras_of_the_other_form_resumes_its_weights(tmp_path, rng):
     files.write_json(str(run_dir / "checkpoints.json"), {"last": {"epoch": 3}})
     unrolled, messages = _trained(False, rng, steps=0), []
     epoch, _, _ = training._restore(unrolled, config, rundir.Action.RESUME, True, None,
-                                    messages.append)
+                                    messages.append, steps_per_epoch=5)
     assert epoch == 3 and "saved in the other form" in messages[-1], messages
+    assert int(keras.ops.convert_to_numpy(unrolled.optimizer.iterations)) == 15
     theirs = unrolled_weights(scanned)
     for path, value in unrolled_weights(unrolled).items():
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(value),
                                       keras.ops.convert_to_numpy(theirs[path]), err_msg=path)
+
+
+def test_a_loss_scale_optimizer_keeps_both_of_its_step_counts(rng):
+    """Mixed float16 wraps the optimizer in a LossScaleOptimizer, which has an ``iteration``
+    of its own beside its inner optimizer's: both are kept, apart."""
+    def compiled():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="dense")],
+                                 name="tiny")
+        model.compile(optimizer=keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(0.1, momentum=0.9)),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    model = compiled()
+    model.fit(rng.normal(size=(8, 4)).astype("float32"), rng.integers(0, 3, 8), batch_size=4,
+              epochs=1, verbose=0)
+    saved = state.dump(model)
+    assert {"optimizer/iteration", "optimizer/iteration#2"} <= saved.keys()
+    assert np.abs(saved["momentum/tiny/dense/kernel"]).max() > 0
+    fresh = compiled()
+    state.load(fresh, saved)
+    for key, value in state.dump(fresh).items():
+        np.testing.assert_array_equal(value, saved[key], err_msg=key)

@@ -258,14 +258,21 @@ def test_a_backup_of_0_1_is_restored_by_position(tmp_path):
     files.write_json(meta, {"format": rundir.BACKUP_FORMAT, "epoch": 1, "identity": IDENTITY,
                             "weights": os.path.basename(weights), "sha256": files.sha256(weights),
                             "bytes": os.path.getsize(weights), "train_seconds": 1.0})
-    assert store.positional()
+    # The run is built in the form it was saved from: as its config.json records it, and
+    # unrolled for a run from before scanning (no record).
+    assert rundir.positional_form(str(tmp_path)) == "off"
+    files.write_json(str(tmp_path / "config.json"), {"scan_units": "on"})
+    assert rundir.positional_form(str(tmp_path)) == "on"
     fresh = _tiny_compiled()
     assert store.restore(fresh, IDENTITY) == (1, 1.0)
     for a, b in zip(_weights(fresh), _weights(model)):
         np.testing.assert_array_equal(a, b)
     assert int(fresh.optimizer.iterations.numpy()) == 2
     store.save(fresh, 2, IDENTITY, 2.0)
-    assert not store.positional() and store.generations()[0]["keys"] == "unrolled"
+    assert store.generations()[0]["keys"] == "unrolled"
+    assert rundir.positional_form(str(tmp_path)) == "on"  # (the 0.1 generation is still kept)
+    store.save(fresh, 3, IDENTITY, 3.0)
+    assert rundir.positional_form(str(tmp_path)) is None  # every backup keyed by name
 
 
 def test_resume_falls_back_to_last_keras_then_starts_over(tmp_path):

@@ -59,16 +59,14 @@ def optimizer_slots(optimizer, variables):
                          "optimizer variables cannot be told apart.")
     slots, others = {}, []
     for variable in optimizer.variables:
-        owners = [p for p in prefixes if variable.name.startswith(p)]
-        if not owners:
+        name = variable.name
+        # (the longest prefix that names a model variable: "conv1_kernel_" before "conv1_")
+        cuts = [i + 1 for i, c in enumerate(name) if c == "_"]
+        prefix = next((name[:i] for i in reversed(cuts) if name[:i] in prefixes), None)
+        if prefix is None:
             others.append(variable)
-            continue
-        # (the longest prefix: "conv1_kernel_" also starts "conv1_kernel_momentum_...")
-        prefix = max(owners, key=len)
-        if sum(len(p) == len(prefix) for p in owners) > 1:
-            raise ValueError(f"the optimizer variable {variable.name!r} fits two model "
-                             "variables.")
-        slots.setdefault(prefixes[prefix], {})[variable.name[len(prefix):]] = variable
+        else:
+            slots.setdefault(prefixes[prefix], {})[name[len(prefix):]] = variable
     return slots, others
 
 

@@ -346,8 +346,10 @@ class PreActResNet(keras.Model):
         # The layers before an input tensor (none for a keras.Input, whose name and dtype
         # it keeps), serialised (as JSON reads them back): a sub-model attribute would be
         # tracked as a second owner of their weights.
-        self._front = None
+        self._front, self._front_layers = None, False
         if input_tensor is not None:
+            self._front_layers = not any(input_tensor is source for source in
+                                         keras.utils.get_source_inputs(input_tensor))
             self._front = json.dumps(keras.saving.serialize_keras_object(
                 keras.Model(self.inputs, input_tensor, name=f"{name}_input")))
         self.pyramid_outputs = {f"P{level}": out for level, out in stage_outputs.items()}
@@ -364,8 +366,19 @@ class PreActResNet(keras.Model):
         return dict(self._arguments)
 
     def replace(self, **changes):
-        """A new network of this configuration with ``changes`` (fresh weights)."""
+        """A new network of this configuration with ``changes`` (fresh weights). A network
+        built on a ``keras.Input`` takes a new ``input_shape`` on an input of the same name
+        and dtype; one with layers before its input tensor cannot change its shape here."""
         config = {**self.get_config(), **changes}
+        if "input_shape" in changes and "input_model" in config:
+            source = self.inputs[0]
+            if len(self.inputs) != 1 or self._front_layers:
+                raise ValueError(
+                    f"{self.name!r} starts at an input tensor after other layers: build it "
+                    "again on a tensor of the new shape to change input_shape.")
+            del config["input_model"]
+            config["input_tensor"] = keras.Input(
+                shape=tuple(config.pop("input_shape")), name=source.name, dtype=source.dtype)
         return type(self).from_config(config)
 
     def get_config(self):

@@ -53,7 +53,7 @@ def option(default=None, help="", group=None, *, choices=None, listed=None, meta
            network=False, volatile=False, later=False):
     """A field of :class:`TrainConfig`, declared once with what the command line says of it.
 
-    ``help`` is the option's text (for a bool, what its switch does: ``switch``);
+    ``help`` is the option's text (for a bool, what its switch does: ``flag``);
     ``choices`` are enforced by the parser, ``listed`` only named in the help (a callable,
     checked by ``resolve_config`` with its own message); ``network``: the field is passed
     to the network's builder as it is; ``volatile``: it may differ between two invocations

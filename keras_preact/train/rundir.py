@@ -1,5 +1,6 @@
 """The run directory: what a training run writes, how it is recognised, resumed and
-protected. Plain Python: the model is only passed in (``save_weights``/``load_weights``).
+protected. Plain Python: the model is only passed in (its resume state is written and read by
+``keras_preact.train.state``).
 
 Layout (``--model-dir``)::
 
@@ -440,12 +441,6 @@ class BackupStore:
                 "trying an earlier state.")
         return 0, 0.0
 
-    def positional(self):
-        """Whether the newest committed generation is of keras_preact 0.1 (matched by
-        position: it loads only into the form it was saved from)."""
-        newest = next(iter(self.generations()), None)
-        return newest is not None and newest.get("keys") != KEYS_UNROLLED
-
     def _check(self, meta, identity):
         if meta.get("format") != BACKUP_FORMAT:
             return "its metadata is not readable"
@@ -483,6 +478,26 @@ def _read_state(path, model):
         f.visititems(lambda key, item: values.__setitem__(key, item[()])
                      if isinstance(item, h5py.Dataset) else None)
     state.load(model, values)
+
+
+def positional_form(model_dir):
+    """``scan_units`` (``"on"`` or ``"off"``) that a run must be built with to load its
+    resume state, where a backup of any worker is of keras_preact 0.1 (matched by position,
+    it loads only into the form it was saved from: the form its config.json records, and
+    unrolled for a run from before scanning); ``None`` where every backup is keyed by name
+    and either form loads it."""
+    root = os.path.join(model_dir, BACKUP)
+    workers = [os.path.join(root, n) for n in sorted(os.listdir(root))] \
+        if os.path.isdir(root) else []
+    if not any(meta.get("format") == BACKUP_FORMAT and meta.get("keys") != KEYS_UNROLLED
+               for worker in workers if os.path.isdir(worker)
+               for meta in BackupStore(worker).generations()):
+        return None
+    try:
+        recorded = files.read_json(os.path.join(model_dir, CONFIG)).get("scan_units")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    return recorded if recorded in ("on", "off") else "off"
 
 
 # -- the epoch log ---------------------------------------------------------------------

@@ -40,8 +40,19 @@ def dump(model):
         for path, (variable, index) in held.items():
             value = keras.ops.convert_to_numpy(variable.value)
             out[prefix + path] = value if index is None else value[index]
-    out.update({OPTIMIZER + v.name: keras.ops.convert_to_numpy(v.value) for v in others})
+    out.update({key: keras.ops.convert_to_numpy(v.value) for key, v in _keyed(others)})
     return out
+
+
+def _keyed(others):
+    """``(key, variable)`` of the optimizer's variables that belong to no weight: by name,
+    a name that repeats numbered by its occurrence (a ``LossScaleOptimizer`` has an
+    ``iteration`` of its own beside its inner optimizer's)."""
+    seen = {}
+    for variable in others:
+        seen[variable.name] = seen.get(variable.name, 0) + 1
+        count = seen[variable.name]
+        yield OPTIMIZER + variable.name + ("" if count == 1 else f"#{count}"), variable
 
 
 def load(model, state):
@@ -50,7 +61,7 @@ def load(model, state):
     places, by_slot, others = _places(model)
     wanted = {WEIGHTS + p for p in places}
     wanted |= {f"{s}/{p}" for s, held in by_slot.items() for p in held}
-    wanted |= {OPTIMIZER + v.name for v in others}
+    wanted |= {key for key, _ in _keyed(others)}
     missing, extra = sorted(wanted - set(state)), sorted(set(state) - wanted)
     if missing or extra:
         raise ValueError(
@@ -61,8 +72,8 @@ def load(model, state):
     for prefix, held in [(WEIGHTS, places)] + [(f"{s}/", p) for s, p in by_slot.items()]:
         assign_places(held, {p: _fit(state[prefix + p], variable, index)
                              for p, (variable, index) in held.items()})
-    for variable in others:
-        variable.assign(_fit(state[OPTIMIZER + variable.name], variable, None))
+    for key, variable in _keyed(others):
+        variable.assign(_fit(state[key], variable, None))
 
 
 def _fit(value, variable, index):

@@ -301,9 +301,7 @@ def train(config, log=print):
     scope = strategy.scope if strategy is not None else contextlib.nullcontext
     # The resume state is keyed by the unrolled names: a run resumes in either form (scanned
     # or unrolled). One of keras_preact 0.1 is matched by position: that run keeps its form.
-    recorded = None
-    if not config.overwrite and _backup_store(config).positional():
-        recorded = (rundir.inspect(config.model_dir).config or {}).get("scan_units")
+    recorded = None if config.overwrite else rundir.positional_form(config.model_dir)
     scan = scan_choice(config, _xla(config, strategy), recorded)
     with scope():
         model = _build_model(config, data, schedule, strategy, scan)
@@ -315,7 +313,8 @@ def train(config, log=print):
               "scan_units": "on" if scan else "off"}
     with _open_run(config, record, chief, log) as (action, checkpoints, owned):
         with scope():
-            start_epoch, seconds, rows = _restore(model, config, action, chief, owned, log)
+            start_epoch, seconds, rows = _restore(model, config, action, chief, owned, log,
+                                                  schedule.steps_per_epoch)
         _report_start(config, model, data, schedule, strategy, n_replicas, start_epoch, log)
         results = _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints,
                        owned, rows)
@@ -451,9 +450,10 @@ def _open_run(config, record, chief, log):
         yield action, checkpoints, owned
 
 
-def _restore(model, config, action, chief, owned, log):
+def _restore(model, config, action, chief, owned, log, steps_per_epoch=None):
     """Load the newest intact resume state; return (epoch, training seconds so far, the
-    log's rows of the epochs before it)."""
+    log's rows of the epochs before it). (``steps_per_epoch``: the step count of a run
+    resumed from the weights alone.)"""
     # (finished: by another process meanwhile)
     if action not in (rundir.Action.RESUME, rundir.Action.FINISHED):
         return 0, 0.0, []
@@ -471,6 +471,8 @@ def _restore(model, config, action, chief, owned, log):
                 from keras_preact.models.resnet import load_weights
 
                 load_weights(model, last)
+                # (the step drives the schedule and the augmentation: where the epoch ends)
+                model.optimizer.iterations.assign(int(held["epoch"]) * steps_per_epoch)
                 aside = " (saved in the other form: its weights; the momentum starts at zero)"
             log(f"warning: no intact backup; resuming from last.keras (epoch {held['epoch']})"
                 f"{aside}.")
