@@ -1,6 +1,6 @@
 """Where keras_preact leans on Keras internals: the one module that does.
 
-Every use names the Keras versions it was checked on (3.8 to 3.15) and has a test that
+Every use names the Keras versions it was checked on and has a test that
 fails when Keras changes it (``tests/test_compat.py``, ``tests/test_training.py``).
 
 * Keras' error texts, read to say in one line what went wrong when a file is loaded:
@@ -44,7 +44,7 @@ USED = set()  # the names of the fixes that ran in this process
 _applied = False
 
 
-# -- optimizer state by model variable (checked on Keras 3.8-3.15) --------------------
+# -- optimizer state by model variable (checked on Keras 3.15) -------------------------
 def optimizer_slots(optimizer, variables):
     """``({variable.path: {slot: optimizer variable}}, [the optimizer's other variables])``
     for the model ``variables`` the optimizer was built for.
@@ -52,7 +52,8 @@ def optimizer_slots(optimizer, variables):
     Keras names each per-variable optimizer variable after its model variable:
     ``add_variable_from_reference`` calls it ``{variable.path with "/" as "_"}_{slot}``
     (``stage1_unit1_conv1_kernel_momentum``); Keras has no public map from one to the
-    other. A name that fits two model variables, or none, is refused (``ValueError``)."""
+    other. Model variables whose names coincide once "/" reads "_" are refused
+    (``ValueError``); an optimizer variable named after none is one of the others."""
     prefixes = {v.path.replace("/", "_") + "_": v.path for v in variables}
     if len(prefixes) != len(variables):
         raise ValueError("two model variables share a name once '/' reads '_': their "
