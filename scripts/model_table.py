@@ -1,26 +1,12 @@
 #!/usr/bin/env python
-"""Print the README's model table, generated from the registry (or, with
---train-options, its table of train.py's options, generated from TrainConfig)."""
+"""Print the README's tables: the models (from the registry) or the training options.
+
+The same as `keras-preact table` (keras_preact/cli/model_table.py); --help says the options.
+"""
 
 import sys
 
-import _cli
-
-
-def main(argv=None):
-    p = _cli.Parser(__doc__)
-    p.add_argument("--train-options", action="store_true",
-                   help="print the table of scripts/train.py's options instead")
-    if p.parse_args(argv).train_options:
-        from keras_preact.train.config import options_table
-
-        print(options_table())
-    else:
-        from keras_preact.models.registry import markdown_table
-
-        print(markdown_table())
-    return 0
-
+from keras_preact.cli import model_table
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(model_table.main())

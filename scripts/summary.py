@@ -1,60 +1,12 @@
 #!/usr/bin/env python
 """Build a model from the registry and print its summary and metadata.
 
-    python scripts/summary.py resnet164
-    python scripts/summary.py resnet110 --placement original --shortcut exclusive_gating:gate_bias=-6
-    python scripts/summary.py --list
+The same as `keras-preact summary` (keras_preact/cli/summary.py); --help says the options.
 """
 
-import json
-import math
 import sys
 
-import _cli
-from keras_preact.vocab import catalog
-from keras_preact.models import registry
-
-
-def parser():
-    p = _cli.Parser(__doc__)
-    p.add_argument("arch", nargs="?", help=_cli.choices_help("the network", registry.list_models()))
-    p.add_argument("--list", action="store_true", help="print the model table and exit")
-    p.add_argument("--classes", type=_cli.positive_int, help="classes (default: the arch's)")
-    p.add_argument("--placement", default="full_preact", metavar="NAME",
-                   help=_cli.choices_help("residual unit", catalog.PLACEMENT_FIGURES))
-    p.add_argument("--shortcut", default="identity", metavar="NAME[:key=value,...]",
-                   help=_cli.choices_help("shortcut", catalog.SHORTCUT_OPTIONS))
-    p.add_argument("--projection", default="B", choices=catalog.PROJECTIONS,
-                   help="how a change of shape is met")
-    p.add_argument("--no-summary", action="store_true", help="print only the metadata")
-    return p
-
-
-def summary(args):
-    _cli.import_tensorflow()
-    model = registry.get_model(args.arch, classes=args.classes, placement=args.placement,
-                               shortcut=args.shortcut, projection=args.projection)
-    if not args.no_summary:
-        model.summary()
-    info = registry.model_info(args.arch)
-    info["params"] = f"{info['params']:,} (default configuration)"
-    info["this_model"] = (f"{model.name}: "
-                          f"{sum(math.prod(w.shape) for w in model.trainable_weights):,} "
-                          "trainable parameters")
-    for key, value in info.items():
-        print(f"{key}: {json.dumps(value) if isinstance(value, dict) else value}")
-
-
-def main(argv=None):
-    p = parser()
-    args = p.parse_args(argv)
-    if args.list:
-        print(registry.markdown_table())
-        return 0
-    if args.arch is None:
-        p.error("give an arch name, or --list")
-    return _cli.run(summary, args)
-
+from keras_preact.cli import summary
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(summary.main())

@@ -1,4 +1,4 @@
-import importlib.util
+import importlib
 import io
 import os
 import pickle
@@ -16,8 +16,6 @@ import keras  # noqa: E402
 BACKEND = keras.backend.backend()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
-if SCRIPTS not in sys.path:  # the scripts import their shared helper, _cli
-    sys.path.insert(0, SCRIPTS)
 # KERAS_PREACT_TEST_SEED=N reseeds every test (Keras' seed and the ``rng`` fixture's) to sweep
 # for seed-fragile tests; unset, Keras' seed is 1234 and the fixture's 0.
 _SEED = os.environ.get("KERAS_PREACT_TEST_SEED")
@@ -51,6 +49,27 @@ def _seed():
 
 def to_np(x):
     return keras.ops.convert_to_numpy(x)
+
+
+def gradient(fn, x):
+    """The gradient of the scalar ``fn(x)`` with respect to the array ``x``, on any backend."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.grad(fn)(keras.ops.convert_to_tensor(x))
+    if BACKEND == "torch":
+        import torch
+
+        v = keras.ops.convert_to_tensor(x).detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(fn(v), [v])
+        return grad
+    import tensorflow as tf
+
+    v = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(v)
+        value = fn(v)
+    return tape.gradient(value, v)
 
 
 def randomise_bn(layer_or_model, rng):
@@ -111,17 +130,49 @@ def python(*argv, env=None, prefix=(), wait=True, timeout=600, **kwargs):
                           **kwargs)
 
 
+# Modules hidden from every finder in each interpreter by sitecustomize, so that they look
+# as if they were not installed: importlib.util.find_spec says None (torch's dynamo asks it
+# about scikit-learn and takes an exception for a failure), an import raises
+# ModuleNotFoundError, and they are not in sys.modules (where Keras takes a name for a module).
+NOT_INSTALLED = """
+import sys
+
+
+class Hidden:
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {blocked!r}:
+            return None
+        return self.finder.find_spec(name, path, target)
+
+    def __getattr__(self, name):
+        return getattr(self.finder, name)
+
+
+sys.meta_path[:] = [Hidden(finder) for finder in sys.meta_path]
+"""
+
+
+def without(modules, tmp_path):
+    """The environment of a Python that cannot import ``modules`` (top-level names), as
+    on a machine where they are not installed; pass it to :func:`python`."""
+    site = tmp_path / "without"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(NOT_INSTALLED.format(blocked=set(modules)))
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
 def run_script(script, *args, **kwargs):
     """``scripts/<script> *args`` in a fresh interpreter (see :func:`python`)."""
     return python(os.path.join(SCRIPTS, script), *args, **kwargs)
 
 
 def script_module(name):
-    """``scripts/<name>.py`` as a module, to call its ``main(argv)`` in this process."""
-    spec = importlib.util.spec_from_file_location(f"script_{name}", os.path.join(SCRIPTS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command behind ``scripts/<name>.py`` (``keras_preact.cli.<name>``), to call its
+    ``main(argv)`` in this process."""
+    return importlib.import_module(f"keras_preact.cli.{name}")
 
 
 def call_script(name, argv, capsys):

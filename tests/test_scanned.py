@@ -65,6 +65,11 @@ def _train_step(model, x, y):
         with tf.GradientTape() as tape:
             loss = loss_fn(y, model(x, training=True)) + keras.ops.sum(model.losses)
         grads = tape.gradient(loss, model.trainable_variables)
+    elif BACKEND == "torch":
+        import torch
+
+        loss = loss_fn(y, model(x, training=True)) + keras.ops.sum(model.losses)
+        grads = torch.autograd.grad(loss, [v.value for v in model.trainable_variables])
     else:
         import jax
 
@@ -257,6 +262,7 @@ def test_scan_choice_by_compiler_and_record():
     small = resolve_config(TrainConfig(model_dir="x", arch="resnet164"))
     deep = resolve_config(TrainConfig(model_dir="x", arch="resnet1001"))
     assert scan_choice(small, xla=False) and not scan_choice(small, xla=True)
+    assert not scan_choice(small, xla=False, eager=True) and not scan_choice(deep, False, eager=True)
     assert sum(keras_preact.model_info("resnet1001")["stage_units"]) >= XLA_SCAN_MIN_UNITS
     assert scan_choice(deep, xla=True)
     assert not scan_choice(small, xla=False, recorded="off")  # a 0.1 run keeps its form

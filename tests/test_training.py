@@ -479,7 +479,7 @@ def test_a_torn_log_is_trimmed_never_glued(tmp_path):
 def test_sigint_says_rerunning_resumes_too(capsys):
     from conftest import script_module
 
-    cli = script_module("_cli")
+    cli = script_module("common")
 
     def interrupted():
         raise KeyboardInterrupt

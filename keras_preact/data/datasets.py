@@ -29,6 +29,7 @@ import zlib
 import numpy as np
 
 from keras_preact.vocab._validation import UserError, check_choice
+from keras_preact.vocab.extras import require
 
 
 class DataUnavailableError(UserError, RuntimeError):
@@ -59,25 +60,20 @@ DIGITS_TEST_FRACTION = 0.2
 
 def tensorflow():
     """TensorFlow (the tfds and ImageNet engine), or a one-line error saying what to install."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise DataUnavailableError(
-            "Reading tensorflow-datasets and ImageNet needs TensorFlow, which is not installed "
-            "here: pip install tensorflow, or pass --cifar-archive (CIFAR's python archive) or "
-            "--dataset digits, which need none.") from None
+    require("tensorflow", what="Reading tensorflow-datasets and ImageNet (--cifar-archive and "
+            "--dataset digits need no TensorFlow)")
+    import tensorflow as tf
+
     return tf
 
 
 # -- array sources (small data sets) ----------------------------------------------
 def digits_arrays(split):
     """scikit-learn's 1,797 8x8 digit scans as 32x32x3 uint8, fixed train/test split."""
-    try:
-        from scipy import ndimage
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise DataUnavailableError("--dataset digits needs scikit-learn: pip install "
-                                   "scikit-learn.") from None
+    require("scipy", "sklearn", what="--dataset digits")
+    from scipy import ndimage
+    from sklearn.datasets import load_digits
+
     digits = load_digits()
     images = (digits.images / 16.0 * 255.0).astype("float32")
     # Bilinear upsampling with pixel centres at half-integers: equal to tf.image.resize's.
@@ -243,6 +239,7 @@ def _unavailable_message(info, data_dir):
 
 def _tfds_folder(name, data_dir):
     """The folder tensorflow-datasets reads ``name`` from, whether it is there or not."""
+    require("tensorflow_datasets", what="Reading a tensorflow-datasets data set")
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core.utils import file_utils
 
@@ -291,6 +288,7 @@ def load_tfds(name, split, data_dir=None, **kwargs):
     """``tfds.load`` that fails fast and clearly when the data cannot be had offline, or
     what is there is damaged. ``split``: a split's name."""
     tensorflow()
+    require("tensorflow_datasets", what="Reading a tensorflow-datasets data set")
     import tensorflow_datasets as tfds
 
     _check_tfds_copy(tfds, name, split, data_dir)

@@ -141,19 +141,57 @@ def infer(export_dir, batch=32, repeats=20, threads=None, serving=None, log=prin
 
 
 # -- training: build, first step, steady speed, peak memory ------------------------------
-# The plain-Keras reference (../shared/bench/anchor_keras.py) names the same networks so.
+# The references (../shared/bench/anchor_keras.py, plain Keras; anchor_torch.py, plain PyTorch)
+# name the same networks so.
 ANCHOR_ARCHS = {"resnet110": "preact110", "resnet164": "preact164", "resnet1001": "preact1001"}
-ANCHOR_ENV = "KERAS_PREACT_ANCHOR"  # where anchor_keras.py is, if not ../shared/bench
+# reference -> (its file in ../shared/bench, the variable that may say where it is instead)
+ANCHORS = {"keras": ("anchor_keras.py", "KERAS_PREACT_ANCHOR"),
+           "torch": ("anchor_torch.py", "KERAS_PREACT_ANCHOR_TORCH")}
 
 
-def anchor_path():
-    """The plain-Keras reference script, or None where this checkout has none beside it."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for path in (os.environ.get(ANCHOR_ENV),
-                 os.path.join(here, "..", "shared", "bench", "anchor_keras.py")):
+def anchor_path(kind="keras"):
+    """The reference script of ``kind``, or None where this checkout has none beside it."""
+    name, variable = ANCHORS[kind]
+    checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for path in (os.environ.get(variable), os.path.join(checkout, "..", "shared", "bench", name)):
         if path and os.path.isfile(path):
             return os.path.abspath(path)
     return None
+
+
+def _anchor_module(path):
+    import importlib.util
+
+    loader = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    return module
+
+
+def torch_timings(model, batch, steps, shape, classes):
+    """``fit_timings`` for a plain PyTorch module: the same 3 epochs of synthetic data, SGD
+    with momentum 0.9 and the paper's weight decay, float32, eager, on the GPU if any."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    height, width, channels = shape
+    x = torch.randn(batch * steps, channels, height, width, generator=generator).to(device)
+    y = torch.randint(0, classes, (batch * steps,), generator=generator).to(device)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for i in range(0, batch * steps, batch):
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(x[i:i + batch]), y[i:i + batch])
+            loss.backward()
+            optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times[0], min(times[1:])
 
 
 def fit_timings(model, batch, steps, shape, classes, jit_compile=True):
@@ -186,14 +224,15 @@ def _train_child(spec):
 
     keras.mixed_precision.set_global_policy(spec["precision"])
     start = time.perf_counter()
-    if spec["kind"] == "anchor":
-        import importlib.util
-
-        loader = importlib.util.spec_from_file_location("anchor_keras", spec["anchor"])
-        anchor = importlib.util.module_from_spec(loader)
-        loader.loader.exec_module(anchor)
+    if spec["kind"] == "anchor_torch":  # (the references' CIFAR nets: 32x32x3, 10 classes)
         depth = int(ANCHOR_ARCHS[spec["arch"]][len("preact"):])
-        model = anchor.cifar_preact(depth, bottleneck=depth != 110)
+        model = _anchor_module(spec["anchor"]).Net(depth, bottleneck=depth != 110)
+        build = time.perf_counter() - start
+        first, steady = torch_timings(model, spec["batch"], spec["steps"], (32, 32, 3), 10)
+        return _report(spec, build, first, steady)
+    if spec["kind"] == "anchor":
+        depth = int(ANCHOR_ARCHS[spec["arch"]][len("preact"):])
+        model = _anchor_module(spec["anchor"]).cifar_preact(depth, bottleneck=depth != 110)
         jit = True  # as the reference compiles
     else:
         from keras_preact.models import registry
@@ -205,10 +244,16 @@ def _train_child(spec):
     build = time.perf_counter() - start
     shape, classes = tuple(model.input_shape[1:]), model.output_shape[-1]
     first, steady = fit_timings(model, spec["batch"], spec["steps"], shape, classes, jit)
+    _report(spec, build, first, steady)
+
+
+def _report(spec, build, first, steady):
+    import keras
+
     step = steady / spec["steps"]
     out = {"build_s": build, "first_step_s": first - (spec["steps"] - 1) * step,
            "images_per_s": spec["batch"] / step, "step_ms": 1e3 * step}
-    if keras.backend.backend() == "jax":
+    if keras.backend.backend() == "jax" and spec["kind"] != "anchor_torch":
         import jax
 
         stats = jax.devices()[0].memory_stats() or {}
@@ -255,25 +300,31 @@ def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
     check_batch(registry.get_spec(arch).input_shape, batch, steps)
     import keras
 
-    from keras_preact.layers.devices import has_gpu
+    from keras_preact.layers.devices import compiles_by_default
 
     backend = keras.backend.backend()
-    if jit == "auto":  # as train.py: XLA on JAX, and on TensorFlow where there is a GPU
-        jit = backend == "jax" or has_gpu()
+    if jit == "auto":  # as train.py
+        jit = compiles_by_default()
     jit = jit in (True, "on")
     specs = []
-    anchor = anchor_path() if reference else None
-    if reference and anchor and arch in ANCHOR_ARCHS:
-        specs.append(("plain Keras (reference)", {"kind": "anchor", "anchor": anchor}))
-    elif reference:
-        log(f"(no reference: {'no anchor_keras.py found' if not anchor else arch + ' is not one of ' + ', '.join(ANCHOR_ARCHS)})")
+    # On torch, plain PyTorch comes first (the base of the ratios), then plain Keras.
+    for kind in (("torch", "keras") if backend == "torch" else ("keras",)) if reference else ():
+        anchor, name = anchor_path(kind), ANCHORS[kind][0]
+        if anchor and arch in ANCHOR_ARCHS:
+            label = f"plain {'PyTorch' if kind == 'torch' else 'Keras'} (reference)"
+            specs.append((label, {"kind": "anchor_torch" if kind == "torch" else "anchor",
+                                  "anchor": anchor}))
+        else:
+            log(f"(no {name} reference: "
+                f"{'not found' if not anchor else arch + ' is not one of ' + ', '.join(ANCHOR_ARCHS)})")
     for form in forms:
         label = f"keras_preact {form}" + (" + remat" if remat and form == "scanned" else "")
         specs.append((label, {"kind": "ours", "scan": form == "scanned",
                               "remat": bool(remat and form == "scanned"), "jit": jit}))
     log(f"{arch} training on {backend} ({_device_name()}), batch {batch}, {precision}, "
         f"3 epochs of {steps} steps on synthetic data, each variant in its own process; "
-        f"keras_preact jit_compile={jit}, the reference always jit-compiles")
+        f"keras_preact jit_compile={jit}, the plain-Keras reference always jit-compiles"
+        + (", plain PyTorch eager" if backend == "torch" else ""))
     log(f"{'variant':34s} {'build (s)':>10s} {'first step (s)':>15s} {'images/s':>10s} "
         f"{'peak RSS (GB)':>14s}")
     rows, base = [], None

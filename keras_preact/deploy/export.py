@@ -37,6 +37,7 @@ from keras_preact.io import files
 from keras_preact.layers import preprocessing
 from keras_preact.models import registry
 from keras_preact.vocab._validation import UserError, check_choice, check_int
+from keras_preact.vocab.extras import install_hint
 from keras_preact.layers.preprocessing import INPUT_NAME, LOGITS, PROBABILITIES
 
 FORMATS = ("saved_model", "tflite", "onnx")
@@ -51,7 +52,7 @@ SIGNATURE = "serving_default"
 TFLITE_FILES = {q: "model.tflite" if q == "none" else f"model_{q}.tflite" for q in QUANTIZATIONS}
 CHECKPOINTS = ("last", "best")
 # Works from a checkout (the form `pip install 'keras_preact[export]'` needs a package index).
-EXPORT_EXTRA = 'pip install ".[export]" (in the keras_preact checkout)'
+EXPORT_EXTRA = install_hint("onnx")
 
 
 class ExportError(UserError, RuntimeError):

@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from keras_preact.io import files
+from keras_preact.vocab.extras import require
 
 FIELDS = ("unit", "input_norm", "residual_norm", "grad_norm", "clipped_fraction",
           "dead_relu_fraction")
@@ -113,7 +114,10 @@ def _gradients(loss, eps):
             tape.watch(eps)
             value = loss(eps=eps)
         return tape.gradient(value, eps)
-    raise ValueError(f"propagation() runs on the tensorflow and jax backends, not {backend!r}.")
+    import torch
+
+    eps = [e.detach().requires_grad_(True) for e in eps]
+    return torch.autograd.grad(loss(eps=eps), eps)
 
 
 def _norm(x):
@@ -345,6 +349,7 @@ def plot(series, path, title=None):
     """A PNG of ``{label: records}``: one panel per norm (unit index on x, log-scale y),
     one line per model; a fourth panel of the after-addition ReLU's clipped share where
     a model has one."""
+    require("matplotlib", what="The propagation figure")
     import matplotlib
 
     matplotlib.use("Agg")

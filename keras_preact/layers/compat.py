@@ -83,11 +83,12 @@ def weights_mismatch(error):
     words (the first variable whose shape differs, or how many layers failed and the
     first failure), or None when ``error`` is not one of those messages."""
     text = str(error)
-    found = re.search(r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))"
+    shape = r"(\([^)]*\)|torch\.Size\(\[[^\]]*\]\))"  # (torch prints its shapes so)
+    found = re.search(rf"variable\.shape={shape}, Received: value\.shape={shape}"
                       r".*?path=([^,\s]+)", text, re.S)
     if found:
-        return (f"the first mismatch is {found.group(3)}: {found.group(2)} in the file, "
-                f"{found.group(1)} in the model")
+        model, file = (re.sub(r"torch\.Size\(\[(.*)\]\)", r"(\1)", s) for s in found.group(1, 2))
+        return f"the first mismatch is {found.group(3)}: {file} in the file, {model} in the model"
     # Keras' summary of layers it could not load: the count, then the first one's error.
     many = re.match(r"A total of (\d+) objects could not be loaded\..*?:\s*\n\s*(.+)", text,
                     re.S)

@@ -4,6 +4,7 @@
 import os
 
 from keras_preact.io import files
+from keras_preact.vocab.extras import require
 from keras_preact.train import rundir
 from keras_preact.vocab.catalog import format_shortcut
 
@@ -53,6 +54,7 @@ def run_labels(run_dirs, configs):
 def make_figure(run_dirs, log_error=False):
     """The matplotlib figure of the runs (training loss, test error; ``log_error``: the
     error on a log axis from 0.5% to 100%, readable down to 1%)."""
+    require("matplotlib", what="Plotting")
     import matplotlib
 
     matplotlib.use("Agg")

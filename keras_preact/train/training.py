@@ -23,7 +23,7 @@ from keras_preact.io import files
 from keras_preact.models import registry
 from keras_preact.train import rundir
 from keras_preact.layers.scanned import ScannedUnits
-from keras_preact.layers.devices import has_gpu
+from keras_preact.layers.devices import compiles_by_default
 from keras_preact.vocab._validation import UserError, installed
 from keras_preact.train.config import (  # noqa: F401 - the configuration API is public here too
     DATASET_NAMES,
@@ -64,14 +64,18 @@ def learning_rate(schedule):
 def check_backend(config):
     """The checks that depend on the Keras backend (before anything is created)."""
     backend = keras.backend.backend()
-    if backend not in ("tensorflow", "jax"):
-        raise ValueError(f"Training supports the tensorflow and jax backends, not {backend!r}.")
     from keras_preact.layers.units import check_sync_bn
 
     check_sync_bn(config.sync_bn)
+    if backend == "torch" and config.strategy in ("mirrored", "multi_worker"):
+        raise ValueError(f"--strategy {config.strategy} needs the TensorFlow or JAX backend: "
+                         "Keras' torch backend trains on one device.")
+    if backend == "torch" and config.steps_per_execution != 1:
+        raise ValueError("--steps-per-execution needs the TensorFlow or JAX backend: Keras' "
+                         "torch trainer runs one step per call (leave it at 1).")
     if backend == "jax" and config.strategy == "multi_worker":
         raise ValueError("--strategy multi_worker needs the TensorFlow backend.")
-    if backend == "jax" and config.cpu_replicas:
+    if backend != "tensorflow" and config.cpu_replicas:
         raise ValueError("--cpu-replicas needs the TensorFlow backend; on JAX, set "
                          "XLA_FLAGS=--xla_force_host_platform_device_count=N instead.")
 
@@ -85,6 +89,8 @@ def make_strategy(config):
         if config.strategy in ("auto", "mirrored") and len(devices) > 1:
             return keras.distribution.DataParallel(devices=devices)
         return None
+    if keras.backend.backend() == "torch":
+        return None  # one device: the GPU where there is one (Keras' choice)
     import tensorflow as tf
 
     if config.cpu_replicas:
@@ -289,6 +295,11 @@ def train(config, log=print):
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+    if config.deterministic and keras.backend.backend() == "torch":
+        import torch
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' condition for it
+        torch.use_deterministic_algorithms(True)
 
     from keras_preact.data import datasets as data_lib
 
@@ -302,7 +313,8 @@ def train(config, log=print):
     # The resume state is keyed by the unrolled names: a run resumes in either form (scanned
     # or unrolled). One of keras_preact 0.1 is matched by position: that run keeps its form.
     recorded = None if config.overwrite else rundir.positional_form(config.model_dir)
-    scan = scan_choice(config, _xla(config, strategy), recorded)
+    xla = _xla(config, strategy)
+    scan = scan_choice(config, xla, recorded, eager=keras.backend.backend() == "torch" and not xla)
     with scope():
         model = _build_model(config, data, schedule, strategy, scan)
     if data.augmentation is not None:
@@ -367,19 +379,22 @@ def augment_in_step(model, augmentation, n_replicas=1):
     Overriding ``train_step`` is Keras' way to change what ``fit`` does; it is done on
     the instance, so the model (and every file saved from it) stays the plain network.
     On JAX the step receives its variables as Keras' guide to a custom ``fit`` with JAX
-    documents them: ``(trainable, non_trainable, optimizer, metrics)``.
+    documents them: ``(trainable, non_trainable, optimizer, metrics)``; TensorFlow and torch
+    pass only the data.
     """
     keras_step, optimizer = model.train_step, model.optimizer
     position = next(i for i, v in enumerate(optimizer.variables) if v is optimizer.iterations)
 
     def train_step(*args):
-        *state, data = args  # JAX passes the step's variables (state, data); TensorFlow data
+        *state, data = args  # JAX passes the step's variables (state, data); the others data
         images, labels, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if state:
             _, _, optimizer_variables, _ = state[0]  # as traced (JAX)
             counter = optimizer_variables[position]
-        else:
+        elif keras.backend.backend() == "tensorflow":
             counter = optimizer.iterations.value * n_replicas + _replica_id()
+        else:  # torch: one device
+            counter = optimizer.iterations.value
         data = keras.utils.pack_x_y_sample_weight(augmentation(images, counter), labels,
                                                   sample_weight)
         return keras_step(*state, data)
@@ -397,8 +412,7 @@ def _replica_id():
 def _xla(config, strategy):
     """Whether the training step is compiled with XLA (``jit_compile``)."""
     if config.jit_compile == "auto":
-        # TF: XLA fails under tf.distribute and is slower on CPU.
-        return keras.backend.backend() == "jax" or (strategy is None and has_gpu())
+        return compiles_by_default(distributed=strategy is not None)
     return config.jit_compile == "true"
 
 

@@ -1,4 +1,4 @@
-"""What the scripts share: the help layout, argument types, a quiet TensorFlow, and
+"""What the commands share: the help layout, argument types, a quiet TensorFlow, and
 one-line errors (exit 2) instead of tracebacks.
 
 Importing this module imports nothing heavy: ``--help`` never loads a backend.
@@ -10,12 +10,9 @@ import signal
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, ROOT)
-
-from keras_preact.io import files  # noqa: E402
-from keras_preact.vocab._validation import UserError, installed  # noqa: E402
+from keras_preact.io import files
+from keras_preact.vocab import extras
+from keras_preact.vocab._validation import UserError, installed
 
 # TensorFlow's C++ start-up logging is silenced unless the user asked for a level.
 USER_SET_TF_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL" in os.environ
@@ -33,10 +30,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return text
 
 
+# The program name in usage and error lines: the script's file name, or "keras-preact <command>"
+# (set by keras_preact.cli.main).
+PROG = None
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line that points at --help."""
 
     def __init__(self, description, **kwargs):
+        kwargs.setdefault("prog", PROG)
         super().__init__(description=description, formatter_class=HelpFormatter, **kwargs)
 
     def error(self, message):
@@ -128,6 +131,20 @@ def import_tensorflow():
             os.close(saved)
 
 
+def missing_module(name):
+    """The :class:`~keras_preact.vocab.extras.MissingExtra` for an import of ``name`` that
+    failed deeper down: Keras' own, where it is Keras' backend."""
+    backend = os.environ.get("KERAS_BACKEND")
+    top = name.partition(".")[0]
+    if top in ("tensorflow", "jax", "torch") and (backend or "tensorflow") == top:
+        others = "|".join(b for b in ("tensorflow", "jax", "torch") if b != top)
+        return extras.MissingExtra(
+            f"Keras' backend is {top} (KERAS_BACKEND{'=' + backend if backend else ' unset'}), "
+            f"which is not installed here: {extras.install_hint(top)}, or choose an installed "
+            f"one with KERAS_BACKEND={others}.")
+    return extras.missing(name, "This command")
+
+
 def one_line(error):
     if isinstance(error, OSError) and error.strerror:
         where = f": {error.filename}" if error.filename else ""
@@ -151,6 +168,11 @@ def run(main, *args, resume=None):
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main(*args)
+    except ModuleNotFoundError as e:
+        if not extras.install_hint(e.name or ""):
+            raise
+        print(f"error: {one_line(missing_module(e.name))}", file=sys.stderr)
+        return 2
     except (UserError, files.RefusedError, ValueError, OSError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
