@@ -121,9 +121,10 @@ def float64(monkeypatch):
 def python(*argv, env=None, prefix=(), wait=True, timeout=600, **kwargs):
     """The one subprocess helper: run ``python *argv`` (``prefix`` runs it, e.g. setpriv)
     to completion and return the ``CompletedProcess``, or with ``wait=False`` start it and
-    return the ``Popen``. TensorFlow's C++ logging is quiet."""
+    return the ``Popen``. TensorFlow's C++ logging is quiet, and nothing puts the current
+    folder (the checkout) or a script's folder on ``sys.path``: the installed package runs."""
     command = [*prefix, sys.executable, *argv]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONSAFEPATH="1", **(env or {}))
     if not wait:
         return subprocess.Popen(command, env=env, text=True, **kwargs)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env,
@@ -161,7 +162,7 @@ def without(modules, tmp_path):
     site = tmp_path / "without"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(NOT_INSTALLED.format(blocked=set(modules)))
-    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
 def run_script(script, *args, **kwargs):

@@ -25,7 +25,7 @@ def test_each_grid_plans_its_runs_and_their_commands(tmp_path, name, runs):
     parser = script_module("train").parser()
     for run in planned:
         command = experiments.train_command(run.config)
-        argv = shlex.split(command)[2:]  # (python scripts/train.py)
+        argv = shlex.split(command)[2:]  # (keras-preact train)
         assert cfg.resolve_config(cfg.TrainConfig(**vars(parser.parse_args(argv)))) \
             == cfg.resolve_config(run.config)
 
@@ -45,7 +45,7 @@ def test_train_command_renders_each_field_as_train_py_parses_it(name):
     usual = getattr(cfg.TrainConfig(model_dir="runs/x"), name)
     value = (not usual) if isinstance(usual, bool) else OTHER_VALUES[name]
     config = dataclasses.replace(cfg.TrainConfig(model_dir="runs/x"), **{name: value})
-    argv = shlex.split(experiments.train_command(config))[2:]  # (python scripts/train.py)
+    argv = shlex.split(experiments.train_command(config))[2:]  # (keras-preact train)
     assert cfg.TrainConfig(**vars(script_module("train").parser().parse_args(argv))) == config
 
 

@@ -425,7 +425,8 @@ def test_onnx_needs_its_extra_and_says_how_to_get_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "tf2onnx" else real(name, *a))
     with pytest.raises(export.ExportError,
-                       match=r'ONNX export needs tf2onnx: pip install "keras_preact\[export\]"\.'):
+                       match=r'ONNX export needs tf2onnx: pip install "keras_preact\[export\]" '
+                             r'\(in a checkout: pip install "\.\[export\]"\)\.'):
         export.check_formats(["onnx"], ["none"])
 
 

@@ -134,7 +134,6 @@ def test_directory_checks_say_what_is_wrong(tmp_path):
 
 HOLDER = """
 import os, sys
-sys.path.insert(0, {root!r})
 from keras_preact import files
 lock = files.Lock({path!r}, "the thing").acquire()
 print("locked", flush=True)
@@ -208,7 +207,6 @@ def test_a_path_too_long_for_what_the_tools_write_in_it_is_refused(tmp_path):
 
 SWAP = """
 import os, sys
-sys.path.insert(0, {root!r})
 from keras_preact import files
 with files.atomic_directory({target!r}, overwrite=True, record_of=lambda p: {{"a.bin"}}) as tmp:
     open(os.path.join(tmp, "b.bin"), "w").write("new")

@@ -71,7 +71,7 @@ def test_a_missing_module_is_named_with_its_extra():
                             "installed here: pip install keras_preact_no_such_module.")
     assert str(extras.missing("sklearn.datasets", "--dataset digits")) == (
         '--dataset digits needs scikit-learn, which is not installed here: pip install '
-        '"keras_preact[lab]".')
+        '"keras_preact[lab]" (in a checkout: pip install ".[lab]").')
     extras.require("json", what="never raised")
 
 
@@ -83,7 +83,7 @@ def test_the_tests_run_against_the_installed_package():
     direct = distribution.read_text("direct_url.json")
     editable = bool(direct and json.loads(direct).get("dir_info", {}).get("editable"))
     here = pathlib.Path(keras_preact.__file__).resolve()
-    assert editable or not here.is_relative_to(ROOT), (
+    assert editable or not here.is_relative_to(pathlib.Path(ROOT) / "keras_preact"), (
         f"keras_preact is imported from the checkout ({here}): run the tests with `pytest`, "
         "not `python -m pytest`, which puts the current folder first on sys.path")
     on_path = {pathlib.Path(p or ".").resolve() for p in sys.path}
@@ -123,5 +123,16 @@ def test_a_missing_backend_is_one_line_naming_its_extra(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr == (
         "error: Keras' backend is tensorflow (KERAS_BACKEND=tensorflow), which is not installed "
-        'here: pip install "keras_preact[tensorflow]", or choose an installed one with '
-        "KERAS_BACKEND=jax|torch.\n")
+        'here: pip install "keras_preact[tensorflow]" (in a checkout: pip install '
+        '".[tensorflow]"), or choose an installed one with KERAS_BACKEND=jax|torch.\n')
+
+
+def test_the_command_s_help_loads_no_backend():
+    """``keras-preact --help`` reads every command's summary without importing a backend."""
+    result = python("-X", "importtime", "-m", "keras_preact", "--help")
+    assert result.returncode == 0 and "commands:" in result.stdout, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    listed = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")]
+    assert listed == list(COMMANDS) and "keras_preact.cli.common" in imported
+    assert not imported & {"tensorflow", "keras", "jax", "torch", "matplotlib"}, sorted(imported)

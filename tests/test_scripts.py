@@ -175,7 +175,7 @@ def test_a_batch_that_does_not_fit_in_memory_is_refused_before_any_work(tmp_path
         json.dump({"arch": "resnet20"}, f)
     code, _, err = call_script("benchmark", ["infer", "--export-dir", str(tmp_path)], capsys)
     assert code == 2 and err == (f"error: {tmp_path / 'manifest.json'} names no input shape: "
-                                 "export again with scripts/export.py.\n")
+                                 "export again with keras-preact export.\n")
     with open(tmp_path / "manifest.json", "w") as f:  # read for the input shape only
         json.dump({"input": {"shape": [None, 32, 32, 3]}}, f)
     code, out, err = call_script("benchmark", ["infer", "--export-dir", str(tmp_path),

@@ -130,7 +130,7 @@ def test_learning_on_digits_and_what_the_run_says(digits_run):
     assert "\r" not in out and "\x08" not in out and out.count("22/22 - ") == 6
     # ... and at the end the error, where the outputs are, and what to do next.
     assert f"test error {results['test_error']:.2f}% (the paper reports no figure" in out
-    assert f"python scripts/export.py --model {run_dir}" in out
+    assert f"keras-preact export --model {run_dir}" in out
     assert "sha256" not in out and len(results["weights_sha256"]) == 64
     config = files.read_json(os.path.join(run_dir, "config.json"))
     assert config["format"] == rundir.RUN_FORMAT and config["steps_per_epoch"] == 22
@@ -244,6 +244,32 @@ def test_backup_generations_survive_damage(tmp_path):
     store.save(model, 4, IDENTITY, 0.0)
     with pytest.raises(files.RefusedError, match="different configuration .*differs in: lr"):
         store.restore(_tiny_compiled(), {**IDENTITY, "lr": 0.05})
+
+
+def test_a_cluster_resumes_from_the_newest_epoch_every_worker_holds(tmp_path, monkeypatch):
+    """A worker killed at an epoch's end may lack that epoch's backup: every worker then
+    resumes from the epoch before (Keras' JAX cluster variables name the workers)."""
+    model = _tiny_compiled()
+    stores = {w: rundir.BackupStore(str(tmp_path / "backup" / w)) for w in ("chief0", "worker1")}
+    for epoch in (1, 2, 3):
+        _fit_once(model)
+        stores["chief0"].save(model, epoch, IDENTITY, float(epoch))
+        if epoch < 3:
+            stores["worker1"].save(model, epoch, IDENTITY, float(epoch))
+            held = _weights(model)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setenv("KERAS_DISTRIBUTION_NUM_PROCESSES", "2")
+    monkeypatch.setenv("KERAS_DISTRIBUTION_PROCESS_ID", "1")
+    assert rundir.cluster_workers() == {"chief0", "worker1"} and not rundir.is_chief()
+    assert rundir.worker_id() == "worker1"
+    assert rundir.common_epoch(str(tmp_path), sorted(rundir.cluster_workers()), IDENTITY) == 2
+    fresh = _tiny_compiled()
+    assert stores["chief0"].restore(fresh, IDENTITY, upto=2) == (2, 2.0)
+    for a, b in zip(_weights(fresh), held):
+        np.testing.assert_array_equal(a, b)
+    with open(os.path.join(stores["worker1"].dir, "epoch-00002.weights.h5"), "r+b") as f:
+        f.truncate(10)  # torn: no epoch both hold (the chief kept 3 and 2): start over
+    assert rundir.common_epoch(str(tmp_path), ["chief0", "worker1"], IDENTITY) == 0
 
 
 def test_a_backup_of_0_1_is_restored_by_position(tmp_path):
@@ -497,8 +523,8 @@ def test_the_next_commands_can_be_pasted(tmp_path):
     training._report_end(config, {"test_error": 1.0, "paper_error": None, "arch": "resnet20",
                                   "placement": "full_preact", "dataset": "digits"}, True,
                          said.append)
-    (plot,) = [line for line in said if "plot.py" in line]
-    (export,) = [line for line in said if "export.py" in line]
+    (plot,) = [line for line in said if "keras-preact plot" in line]
+    (export,) = [line for line in said if "keras-preact export" in line]
     assert shlex.split(plot.split(maxsplit=1)[1])[2] == config.model_dir
     assert shlex.split(export)[-1] == config.model_dir
 

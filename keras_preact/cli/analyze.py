@@ -1,9 +1,9 @@
 """Measure signal propagation unit by unit (the paper's Eq. 4, 5 and 8, Sec. 4.2).
 
-    python scripts/analyze.py resnet1001+placement=original resnet1001 --out docs/propagation_1001
-    python scripts/analyze.py resnet110 resnet110+shortcut=constant_scaling:scale=0.5 \\
+    keras-preact analyze resnet1001+placement=original resnet1001 --out docs/propagation_1001
+    keras-preact analyze resnet110 resnet110+shortcut=constant_scaling:scale=0.5 \\
         resnet110+shortcut=exclusive_gating:gate_bias=0 --data noise --out gating
-    python scripts/analyze.py runs/r110_original runs/r110_preact --out trained
+    keras-preact analyze runs/r110_original runs/r110_preact --out trained
 
 Each MODEL is an arch name, optionally with +placement=, +shortcut= (as train.py's
 --shortcut) and +projection=, built fresh (at initialisation, seeded), or a run directory
@@ -17,6 +17,7 @@ and prints a line per model.
 
 from keras_preact.cli import common as _cli
 from keras_preact.lab.analysis import DATA_CHOICES
+from keras_preact.vocab import extras
 
 
 def parser():
@@ -45,6 +46,7 @@ def parser():
 
 def analyze(args):
     _cli.check_outputs([f"{args.out}.csv", f"{args.out}.png"], args.overwrite)
+    extras.require("matplotlib", what="The propagation figure")  # (before the measurement)
     _cli.import_tensorflow()
     from keras_preact.lab import analysis
 

@@ -1,9 +1,9 @@
 """Benchmarks that print figures (nothing is asserted).
 
-    python scripts/benchmark.py infer --arch resnet164               # export to a temp dir, time all
-    python scripts/benchmark.py infer --export-dir savedmodels/digits   # time an existing export
-    python scripts/benchmark.py backup --arch resnet1001              # the cost of a safe backup
-    python scripts/benchmark.py train --arch resnet1001               # scanned vs unrolled vs plain
+    keras-preact benchmark infer --arch resnet164               # export to a temp dir, time all
+    keras-preact benchmark infer --export-dir savedmodels/digits   # time an existing export
+    keras-preact benchmark backup --arch resnet1001              # the cost of a safe backup
+    keras-preact benchmark train --arch resnet1001               # scanned vs unrolled vs plain
 
 `infer` prints, for this CPU, latency at batch 1 and throughput at --batch for Keras
 predict_on_batch, the SavedModel, each LiteRT variant (and ONNX), plus artifact sizes.
@@ -11,8 +11,10 @@ predict_on_batch, the SavedModel, each LiteRT variant (and ONNX), plus artifact 
 in place (Keras' BackupAndRestore), alternating in one process.
 `train` prints build time, first training step (tracing and compilation), steady images/s
 and peak memory of keras_preact unrolled and scanned (scan_units) and of the plain-Keras
-reference network (../shared/bench/anchor_keras.py, or $KERAS_PREACT_ANCHOR), each in its
-own process, with ratios to the first row. KERAS_BACKEND picks the backend.
+reference network (../shared/bench/anchor_keras.py beside the current folder or the checkout,
+or $KERAS_PREACT_ANCHOR) and, on torch, first of plain PyTorch (anchor_torch.py's network, a
+plain float32 training loop; or $KERAS_PREACT_ANCHOR_TORCH), each in its own process, with
+ratios to the first row. KERAS_BACKEND picks the backend.
 """
 
 import os
@@ -35,7 +37,7 @@ def parser():
         "an untrained registry network (exported to a temp dir)", registry.list_models()))
     what.add_argument("--model", metavar="PATH",
                       help="a training run directory or .keras file (exported to a temp dir)")
-    what.add_argument("--export-dir", metavar="DIR", help="a folder written by scripts/export.py")
+    what.add_argument("--export-dir", metavar="DIR", help="a folder written by keras-preact export")
     artifacts = infer.add_argument_group("artifacts (with --arch or --model)")
     artifacts.add_argument("--formats", nargs="+", default=["saved_model", "tflite"],
                            choices=export.FORMATS, help="what to export and time")
@@ -76,7 +78,8 @@ def parser():
     train.add_argument("--jit-compile", default="auto", choices=("auto", "on", "off"),
                        help="keras_preact's XLA setting; auto: as train.py")
     train.add_argument("--no-reference", dest="reference", action="store_false",
-                       help="skip the plain-Keras reference (its unrolled JAX ResNet-1001 "
+                       help="skip the references, plain Keras and, on torch, plain PyTorch (the "
+                       "plain-Keras unrolled JAX ResNet-1001 "
                        "needs more than 24 GB to compile on a CPU)")
     train.add_argument("--timeout", type=_cli.positive_int, default=600,
                        help="seconds each variant may take")

@@ -169,7 +169,9 @@ def run(main, *args, resume=None):
     try:
         main(*args)
     except ModuleNotFoundError as e:
-        if not extras.install_hint(e.name or ""):
+        # (one of an extra's modules not installed; a module missing inside an installed
+        # package is another failure, and shows as one)
+        if not extras.install_hint(e.name or "") or installed(e.name.partition(".")[0]):
             raise
         print(f"error: {one_line(missing_module(e.name))}", file=sys.stderr)
         return 2

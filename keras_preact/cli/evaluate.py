@@ -1,9 +1,9 @@
 """Top-1 / top-5 accuracy of a model on its data set's test split.
 
-    python scripts/evaluate.py --model runs/digits                    # any run, on its own data
-    python scripts/evaluate.py --arch resnet50 --weights imagenet     # keras.applications' weights
-    python scripts/evaluate.py --model runs/r200 --crops 224 320      # an ImageNet run
-    python scripts/evaluate.py --model converted.keras --limit 1000   # a converted or saved model
+    keras-preact evaluate --model runs/digits                    # any run, on its own data
+    keras-preact evaluate --arch resnet50 --weights imagenet     # keras.applications' weights
+    keras-preact evaluate --model runs/r200 --crops 224 320      # an ImageNet run
+    keras-preact evaluate --model converted.keras --limit 1000   # a converted or saved model
 
 A run directory is evaluated on its own data set's test split (CIFAR, digits: at its own
 image size). ImageNet: single centre crops, 224 (shorter side resized to 256) and the

@@ -1,11 +1,11 @@
 """Run one of the paper's experiments: a named grid of training runs.
 
-    python scripts/experiment.py table2 --out runs/table2                 # the paper's grid
-    python scripts/experiment.py table1 --arch resnet20 --dataset digits --iterations 300 \\
+    keras-preact experiment table2 --out runs/table2                 # the paper's grid
+    keras-preact experiment table1 --arch resnet20 --dataset digits --iterations 300 \\
         --seeds 2 --out runs/table1_digits                                # scaled down
-    python scripts/experiment.py fig1 --dry-run --out runs/fig1           # what it would run
+    keras-preact experiment fig1 --dry-run --out runs/fig1           # what it would run
 
-Each variant of the grid trains once per seed into OUT/<variant>/seed<k> (scripts/train.py's
+Each variant of the grid trains once per seed into OUT/<variant>/seed<k> (keras-preact train's
 run directory). Running the same command again skips the finished runs and resumes an
 interrupted one; a run whose loss diverged is recorded as failed and not retried. At the
 end OUT/results.md holds the measured test errors (mean and standard deviation over seeds)

@@ -1,9 +1,9 @@
 """Export a trained run, a converted model or an arch to SavedModel, LiteRT and ONNX, verified.
 
-    python scripts/export.py --model runs/digits --quantize none int8
-    python scripts/export.py --model runs/r164/best.keras --formats saved_model tflite onnx
-    python scripts/export.py --arch resnet164 --formats tflite --out savedmodels/resnet164_graph
-    python scripts/export.py --arch resnet50 --weights imagenet --dataset imagenet2012
+    keras-preact export --model runs/digits --quantize none int8
+    keras-preact export --model runs/r164/best.keras --formats saved_model tflite onnx
+    keras-preact export --arch resnet164 --formats tflite --out savedmodels/resnet164_graph
+    keras-preact export --arch resnet50 --weights imagenet --dataset imagenet2012
 
 Every artifact is loaded by its runtime and compared with the Keras model before the
 folder appears at --out (default savedmodels/NAME); see savedmodels/README.md. An
@@ -24,7 +24,7 @@ def parser():
     source = p.add_argument_group("what to export (one of)")
     what = source.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", metavar="PATH", help="a training run directory "
-                      "(scripts/train.py --model-dir) or a .keras file")
+                      "(keras-preact train --model-dir) or a .keras file")
     what.add_argument("--arch", metavar="ARCH", help=_cli.choices_help(
         "a registry network: untrained (graph only), or with --weights", registry.list_models()))
     source.add_argument("--checkpoint", default="last", choices=export.CHECKPOINTS,

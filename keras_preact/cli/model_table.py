@@ -9,7 +9,7 @@ from keras_preact.cli import common as _cli
 def main(argv=None):
     p = _cli.Parser(__doc__)
     p.add_argument("--train-options", action="store_true",
-                   help="print the table of scripts/train.py's options instead")
+                   help="print the table of keras-preact train's options instead")
     if p.parse_args(argv).train_options:
         from keras_preact.train.config import options_table
 

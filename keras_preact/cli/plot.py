@@ -1,6 +1,6 @@
 """Plot training loss and test error against iterations for one or more runs (paper Fig. 1/6).
 
-    python scripts/plot.py runs/r110_original runs/r110_preact --out curves.png
+    keras-preact plot runs/r110_original runs/r110_preact --out curves.png
 
 Runs that share an arch and placement are told apart by the settings that differ
 (or by their folder).
@@ -14,7 +14,7 @@ from keras_preact.cli import common as _cli
 def parser():
     p = _cli.Parser(__doc__)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="run directories written by scripts/train.py")
+                   help="run directories written by keras-preact train")
     p.add_argument("--out", default="curves.png", help="the PNG to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out where it exists")
     return p

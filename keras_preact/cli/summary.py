@@ -1,8 +1,8 @@
 """Build a model from the registry and print its summary and metadata.
 
-    python scripts/summary.py resnet164
-    python scripts/summary.py resnet110 --placement original --shortcut exclusive_gating:gate_bias=-6
-    python scripts/summary.py --list
+    keras-preact summary resnet164
+    keras-preact summary resnet110 --placement original --shortcut exclusive_gating:gate_bias=-6
+    keras-preact summary --list
 """
 
 import json

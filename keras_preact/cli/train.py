@@ -1,8 +1,8 @@
 """Train a pre-activation ResNet with the paper's recipe (resumable).
 
-    python scripts/train.py --arch resnet20 --dataset digits --epochs 15 --model-dir runs/digits
-    python scripts/train.py --arch resnet164 --dataset cifar10 --model-dir runs/r164
-    python scripts/train.py --arch resnet1001 --model-dir runs/r1001   # the paper's 4.92% run
+    keras-preact train --arch resnet20 --dataset digits --epochs 15 --model-dir runs/digits
+    keras-preact train --arch resnet164 --dataset cifar10 --model-dir runs/r164
+    keras-preact train --arch resnet1001 --model-dir runs/r1001   # the paper's 4.92% run
 
 Running the same command again resumes an interrupted run (and says so); a finished run
 is left as it is. The whole command line is checked before anything is written.

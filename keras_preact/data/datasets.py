@@ -70,7 +70,7 @@ def tensorflow():
 # -- array sources (small data sets) ----------------------------------------------
 def digits_arrays(split):
     """scikit-learn's 1,797 8x8 digit scans as 32x32x3 uint8, fixed train/test split."""
-    require("scipy", "sklearn", what="--dataset digits")
+    require("sklearn", "scipy", what="--dataset digits")
     from scipy import ndimage
     from sklearn.datasets import load_digits
 
@@ -375,9 +375,12 @@ def epoch_order(seed, epoch, examples):
     return np.random.default_rng([seed, epoch]).permutation(examples)
 
 
-def _batches(x, y, batch_size):
+def _batches(x, y, batch_size, multiple=1):
     """Consecutive batches of in-memory arrays (the last one may be short), as a Keras
-    ``PyDataset``: re-iterable, on every backend, without ``tf.data``."""
+    ``PyDataset``: re-iterable, on every backend, without ``tf.data``. With ``multiple``
+    above 1 (the devices a data-parallel JAX process splits each batch among, evenly), a
+    short batch is padded to a multiple of it with blank images of sample weight 0, so that
+    the accuracy is the images' own."""
     import keras
 
     class Batches(keras.utils.PyDataset):
@@ -386,7 +389,13 @@ def _batches(x, y, batch_size):
 
         def __getitem__(self, index):
             part = slice(index * batch_size, (index + 1) * batch_size)
-            return x[part], y[part]
+            if multiple == 1:
+                return x[part], y[part]
+            images, labels = x[part], y[part]
+            pad = -len(images) % multiple
+            weights = np.concatenate([np.ones(len(images), "float32"), np.zeros(pad, "float32")])
+            return (np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)]),
+                    np.concatenate([labels, np.zeros(pad, labels.dtype)]), weights)
 
     return Batches()
 
@@ -407,7 +416,7 @@ def tf_train_stream(data, epochs, start_epoch, batch_size):
 
 
 def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
-                    steps_per_epoch=None):
+                    steps_per_epoch=None, test_multiple=1):
     """Pipelines of an in-memory data set, without TensorFlow or ``tf.data``.
 
     ``train_stream(epochs, start_epoch)`` yields exactly
@@ -437,10 +446,20 @@ def small_pipelines(name, batch_size, seed=0, data_dir=None, cifar_archive=None,
 
     from keras import ops
 
-    test = _batches(ops.convert_to_numpy(_normalizer(mean, std)(x_test)), y_test, batch_size)
+    test = _batches(ops.convert_to_numpy(_normalizer(mean, std)(x_test)), y_test, batch_size,
+                    test_multiple)
     augmentation = InStepAugmentation(mean, std, x_train.shape[1:], flip=info.flip, seed=seed)
     return Data(name, info.classes, x_train.shape[1:], n, len(x_test), steps, mean, std,
                 train_stream, test, augmentation)
+
+
+def process_share(stream, index, count):
+    """This process's share of each global batch of ``stream``: the ``index``-th of ``count``
+    equal consecutive slices, so that the processes of a cluster together feed the same
+    global batches, in the same order, as one process does."""
+    for images, labels in stream:
+        size = len(images) // count
+        yield images[index * size:(index + 1) * size], labels[index * size:(index + 1) * size]
 
 
 IMAGENET_TRAIN_SCALE = (256, 480)  # shorter side of the scale augmentation
@@ -505,11 +524,13 @@ def imagenet_pipelines(batch_size, seed=0, data_dir=None, eval_size=224, steps_p
 
 
 def make_data(name, batch_size, seed=0, data_dir=None, cifar_archive=None, eval_size=None,
-              steps_per_epoch=None):
-    """The pipelines of ``name`` (``cifar10``, ``cifar100``, ``imagenet2012``, ``digits``)."""
+              steps_per_epoch=None, test_multiple=1):
+    """The pipelines of ``name`` (``cifar10``, ``cifar100``, ``imagenet2012``, ``digits``);
+    ``test_multiple``: the in-memory test batches' sizes are padded to a multiple of it."""
     check_choice("dataset", name, DATASETS)
     if name == "imagenet2012":
         return imagenet_pipelines(batch_size, seed=seed, data_dir=data_dir,
                                   eval_size=eval_size or 224, steps_per_epoch=steps_per_epoch)
     return small_pipelines(name, batch_size, seed=seed, data_dir=data_dir,
-                           cifar_archive=cifar_archive, steps_per_epoch=steps_per_epoch)
+                           cifar_archive=cifar_archive, steps_per_epoch=steps_per_epoch,
+                           test_multiple=test_multiple)

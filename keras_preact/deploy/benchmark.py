@@ -60,7 +60,7 @@ def check_export(export_dir, batch):
     path = os.path.join(export_dir, export.MANIFEST)
     if not os.path.isfile(path):
         raise ValueError(f"{export_dir!r} holds no {export.MANIFEST}: give a folder written by "
-                         "scripts/export.py.")
+                         "keras-preact export.")
     manifest = files.read_json(path)
     try:
         shape = manifest["input"]["shape"][1:]
@@ -68,7 +68,7 @@ def check_export(export_dir, batch):
         shape = None
     if not (isinstance(shape, list) and len(shape) == 3
             and all(isinstance(d, int) and d > 0 for d in shape)):
-        raise ValueError(f"{path} names no input shape: export again with scripts/export.py.")
+        raise ValueError(f"{path} names no input shape: export again with keras-preact export.")
     check_batch(shape, batch)
     return manifest, tuple(shape)
 
@@ -152,8 +152,10 @@ ANCHORS = {"keras": ("anchor_keras.py", "KERAS_PREACT_ANCHOR"),
 def anchor_path(kind="keras"):
     """The reference script of ``kind``, or None where this checkout has none beside it."""
     name, variable = ANCHORS[kind]
+    # (beside the current folder, or beside the checkout this module runs from, if any)
     checkout = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for path in (os.environ.get(variable), os.path.join(checkout, "..", "shared", "bench", name)):
+    for path in (os.environ.get(variable), os.path.join("..", "shared", "bench", name),
+                 os.path.join(checkout, "..", "shared", "bench", name)):
         if path and os.path.isfile(path):
             return os.path.abspath(path)
     return None
@@ -324,7 +326,7 @@ def train(arch, batch=8, steps=3, forms=("unrolled", "scanned"), remat=False,
     log(f"{arch} training on {backend} ({_device_name()}), batch {batch}, {precision}, "
         f"3 epochs of {steps} steps on synthetic data, each variant in its own process; "
         f"keras_preact jit_compile={jit}, the plain-Keras reference always jit-compiles"
-        + (", plain PyTorch eager" if backend == "torch" else ""))
+        + (", plain PyTorch eager in float32" if backend == "torch" else ""))
     log(f"{'variant':34s} {'build (s)':>10s} {'first step (s)':>15s} {'images/s':>10s} "
         f"{'peak RSS (GB)':>14s}")
     rows, base = [], None

@@ -51,7 +51,6 @@ MANIFEST = files.EXPORT_MANIFEST
 SIGNATURE = "serving_default"
 TFLITE_FILES = {q: "model.tflite" if q == "none" else f"model_{q}.tflite" for q in QUANTIZATIONS}
 CHECKPOINTS = ("last", "best")
-# Works from a checkout (the form `pip install 'keras_preact[export]'` needs a package index).
 EXPORT_EXTRA = install_hint("onnx")
 
 

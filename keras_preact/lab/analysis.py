@@ -114,10 +114,13 @@ def _gradients(loss, eps):
             tape.watch(eps)
             value = loss(eps=eps)
         return tape.gradient(value, eps)
-    import torch
+    if backend == "torch":
+        import torch
 
-    eps = [e.detach().requires_grad_(True) for e in eps]
-    return torch.autograd.grad(loss(eps=eps), eps)
+        eps = [e.detach().requires_grad_(True) for e in eps]
+        return torch.autograd.grad(loss(eps=eps), eps)
+    raise ValueError(f"propagation() runs on the tensorflow, jax and torch backends, not "
+                     f"{backend!r}.")
 
 
 def _norm(x):

@@ -15,7 +15,7 @@ import statistics
 
 from keras_preact.io import files
 from keras_preact.models import registry
-from keras_preact.vocab._validation import check_choice
+from keras_preact.vocab._validation import check_choice, installed
 from keras_preact.vocab.catalog import PLACEMENT_FIGURES, format_shortcut
 
 TABLE1_SHORTCUTS = (  # the rows of Table 1 (exclusive gating's "0 to -5" row runs bias 0)
@@ -142,7 +142,7 @@ def plan(name, out, arch=None, dataset=None, iterations=None, epochs=None, seeds
 
 
 def train_command(config):
-    """The ``scripts/train.py`` command line that trains ``config``."""
+    """The ``keras-preact train`` command line that trains ``config``."""
     from keras_preact.train.config import TrainConfig, flag
 
     default = TrainConfig(model_dir="")
@@ -158,7 +158,7 @@ def train_command(config):
             # (a bool given to a choice, jit_compile=True, is its choice "true")
             shown = str(shown).lower() if isinstance(shown, bool) else str(shown)
             args += [flag(field.name), shown]
-    return shlex.join(["python", "scripts/train.py", *args])
+    return shlex.join(["keras-preact", "train", *args])
 
 
 GRID_RECORD = "grid.json"
@@ -208,12 +208,15 @@ def run_grid(name, out, log=print, **kwargs):
     write_results(name, runs, rows, os.path.join(out, "results.md"))
     finished = [r.config.model_dir for r in runs
                 if r.seed == 0 and os.path.exists(os.path.join(r.config.model_dir, "log.csv"))]
-    if finished:
+    plotted = finished and installed("matplotlib")
+    if plotted:
         from keras_preact.train.plotting import plot_runs
 
         plot_runs(finished, os.path.join(out, "curves.png"), log_error=True)
     log(f"results    {os.path.join(out, 'results.md')}" +
-        (f", {os.path.join(out, 'curves.png')}" if finished else ""))
+        (f", {os.path.join(out, 'curves.png')}" if plotted else "") +
+        ("; not written: curves.png (matplotlib is not installed)"
+         if finished and not plotted else ""))
     return rows
 
 

@@ -87,7 +87,7 @@ def weights_mismatch(error):
     found = re.search(rf"variable\.shape={shape}, Received: value\.shape={shape}"
                       r".*?path=([^,\s]+)", text, re.S)
     if found:
-        model, file = (re.sub(r"torch\.Size\(\[(.*)\]\)", r"(\1)", s) for s in found.group(1, 2))
+        model, file = (str(tuple(int(n) for n in re.findall(r"\d+", s))) for s in found.group(1, 2))
         return f"the first mismatch is {found.group(3)}: {file} in the file, {model} in the model"
     # Keras' summary of layers it could not load: the count, then the first one's error.
     many = re.match(r"A total of (\d+) objects could not be loaded\..*?:\s*\n\s*(.+)", text,

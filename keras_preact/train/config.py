@@ -112,10 +112,11 @@ class TrainConfig:
     seed: int = option(0, "seed of the data order, augmentation and initialisation",
                        "optimisation")
     deterministic: bool = option(
-        False, "deterministic TensorFlow ops: a resumed run ends with the weights of an "
+        False, "deterministic ops (TensorFlow, torch): a resumed run ends with the weights of an "
         "uninterrupted one", "optimisation")
     strategy: str = option(
-        "auto", "auto: every visible GPU (JAX: DataParallel), else one device",
+        "auto", "auto: every visible GPU (JAX: DataParallel), else one device; multi_worker: "
+        "many processes (TF_CONFIG; on JAX, KERAS_DISTRIBUTION_*)",
         "distribution and precision", choices=STRATEGIES)
     sync_bn: bool = option(
         False, "synchronised BatchNormalization across replicas (TensorFlow)",

@@ -48,10 +48,44 @@ def _tf_config():
     return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
 
 
+# Keras' variables for a cluster of JAX processes (keras.distribution.initialize reads them).
+JAX_CLUSTER = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+               "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+def jax_process():
+    """``(process id, process count)`` of a JAX cluster (Keras' variables), or None."""
+    try:
+        index, count = (int(os.environ[v]) for v in JAX_CLUSTER[2:0:-1])
+    except (KeyError, ValueError):
+        return None
+    return (index, count) if count > 1 else None
+
+
+def check_jax_cluster():
+    """Raise ValueError unless Keras' variables describe a JAX cluster this process is in."""
+    missing = [v for v in JAX_CLUSTER if not os.environ.get(v)]
+    if missing:
+        raise ValueError(f"--strategy multi_worker on JAX joins the processes that Keras' "
+                         f"variables describe: set {', '.join(missing)} (the coordinator's "
+                         "host:port, the number of processes, this one's id from 0).")
+    try:
+        index, count = (int(os.environ[v]) for v in JAX_CLUSTER[2:0:-1])
+    except ValueError:
+        index = count = -1
+    if not 0 <= index < count:
+        raise ValueError(f"KERAS_DISTRIBUTION_PROCESS_ID must be in 0 .. "
+                         f"KERAS_DISTRIBUTION_NUM_PROCESSES - 1; they are "
+                         f"{os.environ[JAX_CLUSTER[2]]!r} and {os.environ[JAX_CLUSTER[1]]!r}.")
+
+
 def is_chief():
-    """Whether this process is the chief of its cluster (``TF_CONFIG``), or alone."""
+    """Whether this process is the chief of its cluster (``TF_CONFIG``, or process 0 of a JAX
+    cluster), or alone."""
     tf_config = _tf_config()
     task = tf_config.get("task", {})
+    if not task and jax_process():
+        return jax_process()[0] == 0
     return task.get("type") in (None, "chief") or (
         task.get("type") == "worker" and task.get("index") == 0
         and "chief" not in tf_config.get("cluster", {}))
@@ -60,7 +94,20 @@ def is_chief():
 def worker_id():
     """``chief0`` alone; ``worker1`` ... in a cluster: whose backup and lock are whose."""
     task = _tf_config().get("task", {})
+    if not task and jax_process():
+        index = jax_process()[0]
+        return "chief0" if index == 0 else f"worker{index}"
     return f"{task.get('type', 'chief')}{task.get('index', 0)}"
+
+
+def common_epoch(model_dir, workers, identity):
+    """The newest epoch whose backup is intact in every worker's store: the one a cluster
+    resumes from (a process killed at an epoch's end may not have written that epoch's)."""
+    common = None
+    for worker in workers:
+        epochs = BackupStore(os.path.join(model_dir, BACKUP, worker)).intact_epochs(identity)
+        common = epochs if common is None else common & epochs
+    return max(common or {0})
 
 
 def lock(model_dir):
@@ -84,6 +131,8 @@ def record_name(worker=None):
 
 def cluster_workers():
     """The ids (``chief0``, ``worker1`` ...) of the processes of this run's cluster."""
+    if not _tf_config().get("task") and jax_process():
+        return {"chief0"} | {f"worker{i}" for i in range(1, jax_process()[1])}
     cluster = _tf_config().get("cluster") or {"chief": [None]}
     return {f"{kind}{i}" for kind, tasks in cluster.items() for i in range(len(tasks))}
 
@@ -420,12 +469,19 @@ class BackupStore:
                     self.record.discard(path)
         files.remove_stale_temporaries(self.dir)
 
-    def restore(self, model, identity, log=print):
-        """Load the newest intact generation into ``model``; return ``(epoch, seconds)``,
-        ``(0, 0.0)`` when there is none. Damaged generations are reported and skipped."""
+    def intact_epochs(self, identity):
+        """The epochs of the generations that would load."""
+        return {meta["_epoch"] for meta in self.generations() if self._check(meta, identity) is None}
+
+    def restore(self, model, identity, log=print, upto=None):
+        """Load the newest intact generation (of epoch ``upto`` at most) into ``model``;
+        return ``(epoch, seconds)``, ``(0, 0.0)`` when there is none. Damaged generations
+        are reported and skipped."""
         files.remove_stale_temporaries(self.dir)
         for meta in self.generations():
             epoch = meta["_epoch"]
+            if upto is not None and epoch > upto:
+                continue
             problem = self._check(meta, identity)
             if problem is None:
                 path = os.path.join(self.dir, meta["weights"])

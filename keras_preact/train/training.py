@@ -70,11 +70,14 @@ def check_backend(config):
     if backend == "torch" and config.strategy in ("mirrored", "multi_worker"):
         raise ValueError(f"--strategy {config.strategy} needs the TensorFlow or JAX backend: "
                          "Keras' torch backend trains on one device.")
+    if backend == "torch" and config.cpu_replicas:
+        raise ValueError("--cpu-replicas needs the TensorFlow backend: Keras' torch backend "
+                         "trains on one device.")
     if backend == "torch" and config.steps_per_execution != 1:
         raise ValueError("--steps-per-execution needs the TensorFlow or JAX backend: Keras' "
                          "torch trainer runs one step per call (leave it at 1).")
     if backend == "jax" and config.strategy == "multi_worker":
-        raise ValueError("--strategy multi_worker needs the TensorFlow backend.")
+        rundir.check_jax_cluster()
     if backend != "tensorflow" and config.cpu_replicas:
         raise ValueError("--cpu-replicas needs the TensorFlow backend; on JAX, set "
                          "XLA_FLAGS=--xla_force_host_platform_device_count=N instead.")
@@ -83,10 +86,13 @@ def check_backend(config):
 def make_strategy(config):
     """A tf.distribute strategy (TensorFlow) or a keras.distribution (JAX), or None."""
     if keras.backend.backend() == "jax":
+        if config.strategy == "multi_worker":  # joins the cluster of KERAS_DISTRIBUTION_*
+            keras.distribution.initialize()
         import jax
 
-        devices = jax.devices()
-        if config.strategy in ("auto", "mirrored") and len(devices) > 1:
+        devices = jax.devices()  # (every process's)
+        if config.strategy == "multi_worker" or (
+                config.strategy in ("auto", "mirrored") and len(devices) > 1):
             return keras.distribution.DataParallel(devices=devices)
         return None
     if keras.backend.backend() == "torch":
@@ -109,6 +115,16 @@ def make_strategy(config):
     if config.strategy == "mirrored" or (config.strategy == "auto" and len(devices) > 1):
         return tf.distribute.MirroredStrategy(devices)
     return None
+
+
+def _local_devices(strategy):
+    """The devices among which this process splits each of its batches, evenly, under a JAX
+    ``DataParallel`` (1 otherwise: tf.distribute splits uneven batches itself)."""
+    if isinstance(strategy, keras.distribution.DataParallel):
+        import jax
+
+        return jax.local_device_count()
+    return 1
 
 
 def replicas(strategy):
@@ -306,7 +322,7 @@ def train(config, log=print):
     data = data_lib.make_data(
         config.dataset, config.batch_size, seed=config.seed, data_dir=config.data_dir,
         cifar_archive=config.cifar_archive, eval_size=config.eval_size,
-        steps_per_epoch=config.steps_per_epoch,
+        steps_per_epoch=config.steps_per_epoch, test_multiple=_local_devices(strategy),
     )
     schedule = schedule_for(config, data.steps_per_epoch)
     scope = strategy.scope if strategy is not None else contextlib.nullcontext
@@ -319,6 +335,8 @@ def train(config, log=print):
         model = _build_model(config, data, schedule, strategy, scan)
     if data.augmentation is not None:
         augment_in_step(model, data.augmentation, n_replicas)
+        if isinstance(strategy, keras.distribution.DataParallel):
+            strategy.auto_shard_dataset = False  # in memory: _fit feeds each process its share
 
     chief = rundir.is_chief()
     record = {**_config_record(config, data, schedule, n_replicas),
@@ -328,8 +346,12 @@ def train(config, log=print):
             start_epoch, seconds, rows = _restore(model, config, action, chief, owned, log,
                                                   schedule.steps_per_epoch)
         _report_start(config, model, data, schedule, strategy, n_replicas, start_epoch, log)
-        results = _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints,
-                       owned, rows)
+        # Keras' JAX trainer places each batch by the current distribution (a process feeds
+        # only its share): fit runs in its scope there.
+        jax_scope = scope if keras.backend.backend() == "jax" else contextlib.nullcontext
+        with jax_scope():
+            results = _fit(model, config, data, schedule, chief, start_epoch, seconds,
+                           checkpoints, owned, rows)
         results["replicas"] = n_replicas
         if config.strategy == "multi_worker":
             from keras_preact.layers import compat
@@ -472,10 +494,14 @@ def _restore(model, config, action, chief, owned, log, steps_per_epoch=None):
     if action not in (rundir.Action.RESUME, rundir.Action.FINISHED):
         return 0, 0.0, []
     store = _backup_store(config, owned)
-    epoch, seconds = store.restore(model, config.identity(), log=log)
+    workers = rundir.cluster_workers()
+    # (The processes of a cluster resume from the same epoch: the newest all of them hold.)
+    upto = (rundir.common_epoch(config.model_dir, sorted(workers), config.identity())
+            if len(workers) > 1 else None)
+    epoch, seconds = store.restore(model, config.identity(), log=log, upto=upto)
     last = os.path.join(config.model_dir, "last.keras")
     # (Alone only: the workers of a cluster must resume from the same epoch.)
-    if not epoch and chief and rundir.worker_id() == "chief0" and os.path.exists(last):
+    if not epoch and chief and len(workers) == 1 and os.path.exists(last):
         try:
             held = files.read_json(os.path.join(config.model_dir, rundir.CHECKPOINTS))["last"]
             aside = ""
@@ -529,6 +555,14 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
                 from keras_preact.data.datasets import tf_train_stream
 
                 stream = tf_train_stream(data, schedule.epochs, start_epoch, config.batch_size)
+            process = rundir.jax_process() if config.strategy == "multi_worker" else None
+            if process and data.augmentation is not None:
+                # Each JAX process feeds its share of the global batch (Keras shards only a
+                # tf.data stream; make_strategy turned that off); the test batches go whole
+                # to each: the same metrics.
+                from keras_preact.data.datasets import process_share
+
+                stream = process_share(stream, *process)
             model.fit(
                 stream, epochs=schedule.epochs,
                 initial_epoch=start_epoch, steps_per_epoch=schedule.steps_per_epoch,
@@ -657,8 +691,8 @@ def _report_end(config, results, chief, log):
                if wanted and not installed(module)]
     log(f"outputs    {d}: {', '.join(['last.keras', 'best.keras', 'results.json', 'log.csv'] + written)}"
         + (f"; not written: {', '.join(missing)}" if missing else ""))
-    log(f"next       {shlex.join(['python', 'scripts/plot.py', d, '--out', 'curves.png'])}")
-    log(f"           {shlex.join(['python', 'scripts/export.py', '--model', d])}")
+    log(f"next       {shlex.join(['keras-preact', 'plot', d, '--out', 'curves.png'])}")
+    log(f"           {shlex.join(['keras-preact', 'export', '--model', d])}")
 
 
 def _report_finished(config, results, log):

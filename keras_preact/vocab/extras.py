@@ -40,10 +40,11 @@ class MissingExtra(UserError, ImportError):
 
 
 def install_hint(module):
-    """``pip install "keras_preact[<extra>]"`` for ``module`` (a dotted name is read by its
-    top package), or None where no extra provides it."""
+    """How to install the extra that provides ``module`` (a dotted name is read by its top
+    package), from an index or from a checkout; None where no extra provides it."""
     provider = PROVIDERS.get(module.partition(".")[0])
-    return provider and f'pip install "keras_preact[{provider[1]}]"'
+    return provider and (f'pip install "keras_preact[{provider[1]}]" (in a checkout: '
+                         f'pip install ".[{provider[1]}]")')
 
 
 def missing(module, what):
