@@ -380,7 +380,8 @@ def _batches(x, y, batch_size, multiple=1):
     ``PyDataset``: re-iterable, on every backend, without ``tf.data``. With ``multiple``
     above 1 (the devices a data-parallel JAX process splits each batch among, evenly), a
     short batch is padded to a multiple of it with blank images of sample weight 0, so that
-    the accuracy is the images' own."""
+    the accuracy is the images' own (the loss, averaged over the batch, counts the blanks as
+    zeros: N / (N + blanks) of its value on that batch)."""
     import keras
 
     class Batches(keras.utils.PyDataset):

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import keras
+import numpy as np
 
 from keras_preact.io import files
 from keras_preact.models import registry
@@ -78,6 +79,10 @@ def check_backend(config):
                          "torch trainer runs one step per call (leave it at 1).")
     if backend == "jax" and config.strategy == "multi_worker":
         rundir.check_jax_cluster()
+    elif rundir.jax_process():
+        raise ValueError("KERAS_DISTRIBUTION_NUM_PROCESSES describes a cluster of JAX "
+                         "processes: pass --strategy multi_worker on the JAX backend to join "
+                         "it, or unset Keras' KERAS_DISTRIBUTION_* variables.")
     if backend != "tensorflow" and config.cpu_replicas:
         raise ValueError("--cpu-replicas needs the TensorFlow backend; on JAX, set "
                          "XLA_FLAGS=--xla_force_host_platform_device_count=N instead.")
@@ -499,6 +504,13 @@ def _restore(model, config, action, chief, owned, log, steps_per_epoch=None):
     upto = (rundir.common_epoch(config.model_dir, sorted(workers), config.identity())
             if len(workers) > 1 else None)
     epoch, seconds = store.restore(model, config.identity(), log=log, upto=upto)
+    if rundir.jax_process():  # (the same epoch, or the collectives would not match)
+        from jax.experimental import multihost_utils
+
+        epochs = sorted(set(np.ravel(multihost_utils.process_allgather(np.int32(epoch)))))
+        if len(epochs) > 1:
+            raise UserError(f"The processes restored different epochs ({epochs}): a backup "
+                            "changed while they read it. Start them all again.")
     last = os.path.join(config.model_dir, "last.keras")
     # (Alone only: the workers of a cluster must resume from the same epoch.)
     if not epoch and chief and len(workers) == 1 and os.path.exists(last):
@@ -555,7 +567,8 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
                 from keras_preact.data.datasets import tf_train_stream
 
                 stream = tf_train_stream(data, schedule.epochs, start_epoch, config.batch_size)
-            process = rundir.jax_process() if config.strategy == "multi_worker" else None
+            process = (rundir.jax_process() if config.strategy == "multi_worker"
+                       and keras.backend.backend() == "jax" else None)
             if process and data.augmentation is not None:
                 # Each JAX process feeds its share of the global batch (Keras shards only a
                 # tf.data stream; make_strategy turned that off); the test batches go whole
