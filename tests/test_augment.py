@@ -1,4 +1,4 @@
-"""The paper's CIFAR augmentation inside the training step (both backends)."""
+"""The paper's CIFAR augmentation inside the training step (every backend)."""
 
 import keras
 import numpy as np

@@ -38,7 +38,7 @@ def parser():
                    help="only these variants of the grid: their unit and shortcut, e.g. "
                    "original 'original conv1x1' (as --dry-run shows them)")
     p.add_argument("--dry-run", action="store_true",
-                   help="list the runs and their train.py commands; train nothing")
+                   help="list the runs and their keras-preact train commands; train nothing")
     return p
 
 

@@ -1,6 +1,6 @@
 """Train a pre-activation ResNet with the paper's recipe (resumable).
 
-    keras-preact train --arch resnet20 --dataset digits --epochs 15 --model-dir runs/digits
+    keras-preact train --arch resnet20 --dataset digits --batch-size 64 --epochs 15 --model-dir runs/digits
     keras-preact train --arch resnet164 --dataset cifar10 --model-dir runs/r164
     keras-preact train --arch resnet1001 --model-dir runs/r1001   # the paper's 4.92% run
 

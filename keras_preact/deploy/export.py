@@ -214,7 +214,7 @@ def _saved_model_path(path, checkpoint):
         if not os.path.isfile(os.path.join(path, files.RUN_CONFIG)) or not os.path.isfile(keras_path):
             raise ValueError(
                 f"{path!r} is not a training run with a checkpoint: it needs "
-                f"{files.RUN_CONFIG} and {checkpoint}.keras (written by scripts/train.py)."
+                f"{files.RUN_CONFIG} and {checkpoint}.keras (written by keras-preact train)."
             )
         return keras_path, files.run_config(path)
     if not path.endswith(".keras"):

@@ -17,7 +17,7 @@ every unit. :func:`propagation` measures those quantities on a batch:
 
 Norms are per-image L2 norms averaged over the batch. The model is any network
 whose layers form one chain (the keras_preact builders, a run's checkpoint);
-scanned stages are unrolled first. TensorFlow and JAX.
+scanned stages are unrolled first. TensorFlow, JAX and torch.
 """
 
 import csv

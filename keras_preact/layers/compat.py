@@ -121,7 +121,7 @@ def check_trainer(tf_trainer):
         raise UserError(
             f"keras_preact's MultiWorkerMirroredStrategy fix does not fit Keras "
             f"{keras.__version__} (its TensorFlow trainer has {', '.join(problems)}). Use "
-            "--strategy mirrored on one machine, or a Keras version from 3.8 to 3.15.")
+            "--strategy mirrored on one machine, or a Keras version from 3.9 to 3.15.")
 
 
 def with_fallback(original, fix, symptom, name):

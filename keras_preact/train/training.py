@@ -571,8 +571,8 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
                        and keras.backend.backend() == "jax" else None)
             if process and data.augmentation is not None:
                 # Each JAX process feeds its share of the global batch (Keras shards only a
-                # tf.data stream; make_strategy turned that off); the test batches go whole
-                # to each: the same metrics.
+                # tf.data stream; train turned that off); the test batches go whole to each:
+                # the same metrics.
                 from keras_preact.data.datasets import process_share
 
                 stream = process_share(stream, *process)

@@ -14,7 +14,8 @@ EXTRAS = {
     "jax": "the JAX backend",
     "torch": "the PyTorch backend",
     "export": "SavedModel, LiteRT and ONNX export (TensorFlow is the engine)",
-    "lab": "the digits data set, plots and the propagation figures (scikit-learn, matplotlib)",
+    "lab": "the digits data set, plots and the propagation figures (scikit-learn, scipy, "
+           "matplotlib)",
 }
 
 # importable module -> (distribution that provides it, extra that installs it)
