@@ -104,16 +104,23 @@ def cifar(x, depth, p, shortcut_type="A"):
     return _head(x, p)
 
 
-def random_params(rng, family, depth, shortcut_type, classes):
-    """Random parameters with random BN statistics, named as above."""
-    p = {}
-
+def random_makers(rng, p):
+    """``(conv_w(name, k, n_in, n_out), bn_p(name, c))``: put a He-normal kernel, or a BN with
+    random statistics, into ``p``."""
     def conv_w(name, k, n_in, n_out):
         p[name] = rng.normal(0, np.sqrt(2 / (k * k * n_out)), (k, k, n_in, n_out))
 
     def bn_p(name, c):
         p[name] = (rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c), rng.normal(0, 0.2, c),
                    rng.uniform(0.5, 2.0, c))
+
+    return conv_w, bn_p
+
+
+def random_params(rng, family, depth, shortcut_type, classes):
+    """Random parameters with random BN statistics, named as above."""
+    p = {}
+    conv_w, bn_p = random_makers(rng, p)
 
     if family == "imagenet":
         form, units = IMAGENET[depth]

@@ -37,7 +37,7 @@ OTHER_VALUES = dict(
     weight_decay=5e-4, warmup_iterations=40, iterations=1000, epochs=3, steps_per_epoch=5,
     mixed_precision="bfloat16", jit_compile="false", scan_units="on", steps_per_execution=4,
     seed=3, strategy="mirrored", cpu_replicas=2, eval_size=320, data_dir="/data/tfds",
-    cifar_archive="/data/cifar-10-python.tar.gz", verbose="2")
+    cifar_archive="/data/cifar-10-python.tar.gz", verbose="2", recipe="resnet-1k-layers")
 
 
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(cfg.TrainConfig)])

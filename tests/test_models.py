@@ -23,8 +23,10 @@ def analytic_params(spec, classes):
     Independent of the Keras code: conv kernels (no bias), BN gamma/beta, dense.
     Pre-activation layout: one BN-ReLU before every unit (shared with the
     projection where the shape changes), a final BN-ReLU; the ImageNet stem
-    carries the first BN-ReLU itself.
+    carries the first BN-ReLU itself. An arch that binds projection A has no projections;
+    one whose head is not BN-ReLU no final BN.
     """
+    fixed = dict(spec.options)
     bottleneck = spec.form == "bottleneck"
     if spec.family == "cifar":
         widths, strides, c = (16, 32, 64), (1, 2, 2), 16
@@ -44,10 +46,11 @@ def analytic_params(spec, classes):
                 total += c * w + 2 * w + 9 * w * w + 2 * w + w * out
             else:
                 total += 9 * c * w + 2 * w + 9 * w * w
-            if stride != 1 or c != out:
+            if (stride != 1 or c != out) and fixed.get("projection", "B") == "B":
                 total += c * out  # 1x1 projection (option B)
             c = out
-    return total + 2 * c + c * classes + classes
+    head_bn = fixed.get("head_activation", "bn_relu") == "bn_relu"
+    return total + 2 * c * head_bn + c * classes + classes
 
 
 # -- the paper's figures --------------------------------------------------------
@@ -157,6 +160,66 @@ def test_cifar_stem_preact_resnet18():
     assert "stem_pool" not in [l.name for l in model.layers]
     assert model.get_layer("stage4_unit2").output.shape == (None, 4, 4, 512)
     assert model.get_layer("stage1_unit1").preact_at == "shared"
+
+
+def test_stem_head_and_preact_options_place_what_they_say():
+    model = kp.PreActResNet20(stem_activation="relu", head_activation=None, preact="residual")
+    names = [l.name for l in model.layers]
+    assert names[1:3] == ["stem_conv", "stem_relu"] and "stem_bn" not in names
+    assert names[-2:] == ["avg_pool", "predictions"] and "post_bn" not in names
+    assert {model.get_layer(f"stage{s}_unit{u}").preact_at
+            for s in (1, 2, 3) for u in (1, 2, 3)} == {"residual"}
+    # A stem that ends in BN-ReLU activates the first unit, as the ImageNet stem does.
+    stem_bn = kp.PreActResNet20(stem_activation="bn_relu", head_activation="relu")
+    assert stem_bn.get_layer("stage1_unit1").preact_at == "none"
+    assert stem_bn.get_layer("stage2_unit1").preact_at == "shared"
+    assert [l.name for l in stem_bn.layers][-3] == "post_relu"
+    # The ImageNet stem without an activation pools signed values: padded with -inf.
+    bare = kp.PreActResNet18(input_shape=(64, 64, 3), classes=4, stem_activation=None)
+    assert type(bare.get_layer("stem_pool")).__name__ == "PaddedMaxPooling2D"
+    assert bare.get_layer("stage1_unit1").preact_at == "shared"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: kp.PreActResNet20(placement="original", preact="residual"),
+     "preact='residual' says where a pre-activation unit's shortcut branches; placement "
+     "'original' has no pre-activation"),
+    (lambda: kp.PreActResNet20(preact="both"), "Unknown preact 'both'. Valid choices: 'auto', "
+     "'residual', 'shared', 'none'"),
+    (lambda: kp.PreActResNet20(stem_activation="bn"), "Unknown stem_activation 'bn'. Valid "
+     "choices: 'auto', 'bn_relu', 'relu', None"),
+    (lambda: kp.PreActResNet50(layout="timm", stem_activation="relu"),
+     "layout='timm' fixes the stem (no activation), the head (BN-ReLU) and where each unit's "
+     "shortcut branches; drop stem_activation='relu' or use layout='paper'"),
+    (lambda: kp.get_model("resnet18_pytorch_cifar", preact="residual"),
+     "arch 'resnet18_pytorch_cifar' is PreActResNet18 with stem='cifar', projection='B', "
+     "preact='auto', stem_activation=None, head_activation=None; preact='residual' would "
+     "make it another network"),
+])
+def test_stem_head_and_preact_options_refuse_what_cannot_be(call, message):
+    with pytest.raises(ValueError) as e:
+        call()
+    assert message in str(e.value)
+
+
+def test_the_cifar_variants_scan_unroll_and_round_trip(tmp_path, rng):
+    """The options live in the configuration: scan and unroll rebuild from it, a .keras file
+    reloads it (safe_mode), outputs equal."""
+    model = kp.PreActResNet50(stem="cifar", classes=3, stem_activation=None, head_activation=None,
+                              preact="auto", input_shape=(32, 32, 3))
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    y = to_np(model(x))
+    scanned = models.scan(model)
+    assert any(type(l).__name__ == "ScannedUnits" for l in scanned.layers)
+    np.testing.assert_allclose(to_np(scanned(x)), y, rtol=1e-5, atol=1e-5)
+    assert scanned.get_config()["preact"] == "auto" and scanned.get_config()["head_activation"] is None
+    option_a = kp.get_model("resnet18_cifar_option_a", classes=3)
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    path = tmp_path / "a.keras"
+    option_a.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_array_equal(to_np(loaded(x)), to_np(option_a(x)))
+    assert loaded.get_config()["stem_activation"] == "relu"
 
 
 def test_original_placement_keeps_classic_layout():

@@ -15,7 +15,8 @@ def test_list_models_and_info():
     for required in ("resnet110", "resnet164", "resnet1001", "resnet200", "resnet18_cifar"):
         assert required in names
     assert kp.list_models("imagenet") == ["resnet18", "resnet34", "resnet50", "resnet101",
-                                           "resnet152", "resnet200", "resnet18_cifar"]
+                                           "resnet152", "resnet200", "resnet18_cifar",
+                                           "resnet18_cifar_option_a", "resnet18_pytorch_cifar"]
     info = kp.model_info("resnet1001")
     assert info["paper_error"]["cifar10"]["full_preact"] == 4.92
     assert info["paper_error"]["cifar100"]["full_preact"] == 22.71

@@ -20,7 +20,7 @@ from keras_preact.lab.experiments import GRIDS
 
 # What a grid takes of train.py's options (declared in keras_preact.train.config).
 SHARED = ("arch", "dataset", "data_dir", "cifar_archive", "iterations", "epochs",
-          "steps_per_epoch", "batch_size", "lr", "warmup_iterations")
+          "steps_per_epoch", "batch_size", "lr", "warmup_iterations", "recipe")
 
 
 def parser():

@@ -22,16 +22,17 @@ def parser():
                    help=_cli.choices_help("residual unit", catalog.PLACEMENT_FIGURES))
     p.add_argument("--shortcut", default="identity", metavar="NAME[:key=value,...]",
                    help=_cli.choices_help("shortcut", catalog.SHORTCUT_OPTIONS))
-    p.add_argument("--projection", default="B", choices=catalog.PROJECTIONS,
-                   help="how a change of shape is met")
+    p.add_argument("--projection", choices=catalog.PROJECTIONS,
+                   help="how a change of shape is met (default: B; the arch's where it binds one)")
     p.add_argument("--no-summary", action="store_true", help="print only the metadata")
     return p
 
 
 def summary(args):
     _cli.import_tensorflow()
+    chosen = {} if args.projection is None else {"projection": args.projection}
     model = registry.get_model(args.arch, classes=args.classes, placement=args.placement,
-                               shortcut=args.shortcut, projection=args.projection)
+                               shortcut=args.shortcut, **chosen)
     if not args.no_summary:
         model.summary()
     info = registry.model_info(args.arch)

@@ -119,7 +119,15 @@ class _CifarUnpickler(pickle.Unpickler):
         if (module, name) not in _CIFAR_GLOBALS:
             raise _Refused(f"it references {module}.{name}, which a CIFAR batch never holds (a "
                            "crafted file could run code)")
-        return super().find_class(module, name)
+        return super().find_class(_numpy_spelling(module), name)
+
+
+def _numpy_spelling(module):
+    """``module`` (spelt as NumPy 2 does) as the installed NumPy names it: NumPy 1 has no
+    ``numpy._core``."""
+    if module.startswith("numpy._core") and np.lib.NumpyVersion(np.__version__) < "2.0.0":
+        return "numpy.core" + module[len("numpy._core"):]
+    return module
 
 
 def _check_integers(bad, what, values, high):
@@ -241,10 +249,12 @@ def _tfds_folder(name, data_dir):
     """The folder tensorflow-datasets reads ``name`` from, whether it is there or not."""
     require("tensorflow_datasets", what="Reading a tensorflow-datasets data set")
     import tensorflow_datasets as tfds
-    from tensorflow_datasets.core.utils import file_utils
+    from tensorflow_datasets.core import constants
 
-    version = tfds.builder_cls(name).VERSION
-    return os.fspath(file_utils.get_data_dir_and_dataset_dir(data_dir, name, None, version)[1])
+    # tfds' own layout, <data dir>/<name>/<version>, with its default data dir (which reads
+    # TFDS_DATA_DIR); tensorflow-datasets 4.9.2, the floor, has no function that says it.
+    root = constants.DATA_DIR if data_dir is None else data_dir
+    return os.path.join(root, name, str(tfds.builder_cls(name).VERSION))
 
 
 def _damaged_tfds(folder, name, problem):
@@ -273,7 +283,8 @@ def _check_tfds_copy(tfds, name, split, data_dir):
         raise _damaged_tfds(folder, name, f"its dataset_info.json is not JSON ({e})") from None
     try:
         splits = tfds.builder(name, data_dir=data_dir).info.splits
-    except (AssertionError, json_format.Error):  # what tfds raises for a wrong dataset info
+    # What tfds raises for a wrong dataset info; 4.9.2 re-raises a ParseError as FileNotFoundError.
+    except (AssertionError, FileNotFoundError, json_format.Error):
         raise _damaged_tfds(folder, name, "its dataset_info.json is not tensorflow-datasets' "
                                           f"description of {name}") from None
     if split not in splits:

@@ -290,7 +290,7 @@ def _paper(value):
 
 def write_results(name, runs, rows, path):
     """``results.md``: the budget, then the measured table beside the paper's."""
-    from keras_preact.train.config import WARMUP_LR, TrainConfig
+    from keras_preact.train.config import RECIPES, WARMUP_LR, TrainConfig
 
     c = runs[0].config
     budget = (f"{c.iterations} iterations" if c.iterations else
@@ -301,6 +301,8 @@ def write_results(name, runs, rows, path):
         budget += f", warm-up {c.warmup_iterations} iterations at {WARMUP_LR:g}"
     if c.lr != TrainConfig.lr:
         budget += f", learning rate {c.lr:g}"
+    if c.recipe != TrainConfig.recipe:
+        budget += f", recipe {c.recipe} ({RECIPES[c.recipe].source})"
     lines = [
         f"# {name}: {GRIDS[name][0]}", "",
         (f"Budget: {budget}, batch {c.batch_size or 'default'}, "

@@ -6,7 +6,8 @@ fails when Keras changes it (``tests/test_compat.py``, ``tests/test_training.py`
 * Keras' error texts, read to say in one line what went wrong when a file is loaded:
   :func:`refuses_unsafe_code` and :func:`weights_mismatch`.
 * Which optimizer variables belong to which model variable (:func:`optimizer_slots`),
-  for a resume state that does not depend on the order of the variables.
+  for a resume state that does not depend on the order of the variables, and in an
+  optimizer's own update step (:func:`slot_of`).
 * The ``MultiWorkerMirroredStrategy`` fix of Keras 3's TensorFlow trainer, below.
 
 The fix: ``MultiWorkerMirroredStrategy`` with Keras 3's ``model.fit``.
@@ -69,6 +70,13 @@ def optimizer_slots(optimizer, variables):
         else:
             slots.setdefault(prefixes[prefix], {})[name[len(prefix):]] = variable
     return slots, others
+
+
+def slot_of(optimizer, slot_list, variable):
+    """The entry of ``slot_list`` (one per variable the optimizer was built for, in that
+    order) that belongs to ``variable``, in ``update_step``: found as Keras' own SGD finds
+    it, by the private ``_get_variable_index`` (Keras 3.9-3.15)."""
+    return slot_list[optimizer._get_variable_index(variable)]
 
 
 # -- Keras' error texts (checked on Keras 3.8-3.15) ----------------------------------
@@ -167,7 +175,8 @@ def apply():
             return
         USED.add("symbolic_build")
         if iterator is not None:
-            for _, _, it in iterator:
+            # (Keras' epoch iterator yields (step, it) up to 3.10, (begin, end, it) later)
+            for *_, it in iterator:
                 data_batch = tree.map_structure(
                     lambda x: self.distribute_strategy.experimental_local_results(x)[0]
                     if isinstance(x, tf.distribute.DistributedValues) else x,

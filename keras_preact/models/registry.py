@@ -44,6 +44,16 @@ PAPER_ERRORS = {
     "resnet200": {"imagenet2012": {"original": 21.8, "full_preact": 20.7}},
 }
 
+# What the authors' released Torch code reports for its own runs (KaimingHe/resnet-1k-layers'
+# README), by recipe, then (arch, data set, batch): CIFAR-10 test error (%) as the median and
+# the mean and standard deviation of its runs, full pre-activation, identity shortcuts.
+RECIPE_ERRORS = {
+    "resnet-1k-layers": {
+        ("resnet1001", "cifar10", 64): {"median": 4.62, "mean": 4.69, "std": 0.20},
+        ("resnet1001", "cifar10", 128): {"median": 4.92, "mean": 4.89, "std": 0.14},
+    },
+}
+
 # Table 1: ResNet-110 with the original unit on CIFAR-10, by shortcut of Fig. 2 (the
 # paper's "fail": a test error above FAIL_ABOVE %). Exclusive gating fails for every
 # initial gate bias from 0 to -5.
@@ -109,6 +119,15 @@ class ModelSpec:
     classes: int
     params: int  # trainable parameters of the default model (full_preact, identity)
     stem: str = "cifar"
+    options: tuple = ()  # (name, value) pairs the arch binds beyond its depth and stem
+    source: str = ""  # where a variant comes from
+
+    @property
+    def fixed(self):
+        """The builder options the arch binds (its stem, where not the family's, and
+        ``options``)."""
+        stem = {"stem": "cifar"} if self.family == "imagenet" and self.stem == "cifar" else {}
+        return {**stem, **dict(self.options)}
 
     @property
     def paper_error(self):
@@ -118,10 +137,23 @@ class ModelSpec:
     def builder(self):
         return getattr(importlib.import_module("keras_preact.models"), self.builder_name)
 
+    def check(self, options):
+        """Refuse builder ``options`` that would change what the arch binds."""
+        clash = [f"{k}={options[k]!r}" for k, v in self.fixed.items()
+                 if k in options and options[k] != v]
+        if clash:
+            raise ValueError(f"arch {self.name!r} is PreActResNet{self.depth} with "
+                             f"{_spelled(self.fixed)}; {', '.join(clash)} would make it "
+                             "another network: build that one with the builder instead.")
+
     def build(self, **kwargs):
-        if self.family == "imagenet" and self.stem == "cifar":
-            kwargs.setdefault("stem", "cifar")
-        return self.builder(**kwargs)
+        """The arch's network; ``kwargs`` go to its builder (see :meth:`check`)."""
+        self.check(kwargs)
+        return self.builder(**{**kwargs, **self.fixed})
+
+
+def _spelled(options):
+    return ", ".join(f"{k}={v!r}" for k, v in options.items())
 
 
 def _cifar(depth, form):
@@ -135,18 +167,34 @@ def _cifar(depth, form):
     )
 
 
-def _imagenet(depth, stem="imagenet"):
+def _imagenet(depth, stem="imagenet", name=None, source="", **options):
     form, units = catalog.IMAGENET_STAGES[depth]
     cifar_stem = stem == "cifar"
     defaults = catalog.FAMILY_DEFAULTS["imagenet_cifar_stem" if cifar_stem else "imagenet"]
-    name = f"resnet{depth}" + ("_cifar" if cifar_stem else "")
+    name = name or f"resnet{depth}" + ("_cifar" if cifar_stem else "")
     return ModelSpec(
         name=name, builder_name=f"PreActResNet{depth}",
         family="imagenet", depth=depth, form=form, stage_units=units,
         dataset="cifar10" if cifar_stem else "imagenet2012",
         input_shape=defaults["input_shape"], classes=defaults["classes"],
-        params=PARAMS[name], stem=stem,
+        params=PARAMS[name], stem=stem, options=tuple(options.items()), source=source,
     )
+
+
+# The PreActResNet-18s of CIFAR reproductions (32x32, 3x3/1 stem, no max-pool), as options.
+CIFAR_VARIANTS = {
+    # A common reproduction: stem conv-ReLU; every shortcut the raw unit input, subsampled
+    # and zero-padded where the shape changes (option A); ReLU only after the last unit.
+    "resnet18_cifar_option_a": dict(
+        source="the option-A, raw-input PreActResNet-18 of CIFAR reproductions",
+        projection="A", preact="residual", stem_activation="relu", head_activation="relu"),
+    # kuangliu/pytorch-cifar's models/preact_resnet.py: a bare stem conv; a 1x1 projection
+    # of the activated input where the shape changes, else the raw input; nothing after
+    # the last unit.
+    "resnet18_pytorch_cifar": dict(
+        source="kuangliu/pytorch-cifar's PreActResNet18 (models/preact_resnet.py)",
+        projection="B", preact="auto", stem_activation=None, head_activation=None),
+}
 
 
 # Trainable parameters of each arch's default configuration (full_preact, identity). The
@@ -158,11 +206,14 @@ PARAMS = {
     "resnet1001": 10_327_706, "resnet18": 11_687_720, "resnet34": 21_795_880,
     "resnet50": 25_549_352, "resnet101": 44_541_480, "resnet152": 60_185_128,
     "resnet200": 64_666_152, "resnet18_cifar": 11_172_170,
+    "resnet18_cifar_option_a": 10_999_114, "resnet18_pytorch_cifar": 11_171_146,
 }
 # The archs: every depth of the catalog's tables, and ResNet-18 with the CIFAR stem.
 _SPECS = (*(_cifar(depth, form) for depth, form in catalog.CIFAR_DEPTHS.items()),
           *(_imagenet(depth) for depth in catalog.IMAGENET_STAGES),
-          _imagenet(18, stem="cifar"))
+          _imagenet(18, stem="cifar"),
+          *(_imagenet(18, stem="cifar", name=name, **variant)
+            for name, variant in CIFAR_VARIANTS.items()))
 MODELS = {spec.name: spec for spec in _SPECS}
 
 
@@ -206,7 +257,7 @@ def markdown_table():
             if "full_preact" in by
         )
         family = spec.family + (" (cifar stem)" if spec.stem == "cifar" and spec.family == "imagenet" else "")
-        builder = spec.builder_name + ("(stem='cifar')" if spec.name.endswith("_cifar") else "")
+        builder = spec.builder_name + (f"({_spelled(spec.fixed)})" if spec.fixed else "")
         rows.append(
             f"| `{spec.name}` | `{builder}` | {family} | {spec.depth} | {spec.form} | "
             f"{'-'.join(map(str, spec.stage_units))} | {spec.params / 1e6:.2f}M | "

@@ -46,6 +46,7 @@ from keras import layers
 from keras_preact.layers import compat
 from keras_preact.vocab._validation import check_choice, check_int
 from keras_preact.vocab.catalog import (  # noqa: F401 - the depth tables are public here too
+    ACTIVATIONS,
     CIFAR_DEPTHS,
     CIFAR_STRIDES,
     CIFAR_UNITS_PER_STAGE,
@@ -77,7 +78,7 @@ from keras_preact.layers.scanned import (
     unrolled_weights,
 )
 from keras_preact.layers.shortcuts import he_normal_fan_out
-from keras_preact.layers.units import PLACEMENTS, ResidualUnit, check_sync_bn
+from keras_preact.layers.units import PLACEMENTS, PREACT_CHOICES, ResidualUnit, check_sync_bn
 
 POOLINGS = (None, "avg", "max")
 IMAGENET_WEIGHTS_DEPTHS = tuple(IMAGENET_WEIGHTS)
@@ -271,6 +272,14 @@ class PreActResNet(keras.Model):
             network, traced and compiled once per run instead of once per unit.
         remat: recompute the scanned units' activations in the backward pass
             (needs ``scan_units=True``): activation memory stops growing with depth.
+        stem_activation, head_activation: what follows the stem's convolution and the last
+            unit: ``"bn_relu"``, ``"relu"`` or ``None`` (nothing); ``"auto"`` (the default)
+            is the network's usual form (``keras_preact.vocab.catalog.ACTIVATIONS``).
+        preact: where every unit's shortcut branches (``"auto"``, ``"residual"``,
+            ``"shared"``, ``"none"``; ``keras_preact.layers.units.ResidualUnit``); None (the
+            default): after the stem as usual (the first unit shares its pre-activation
+            with its shortcut unless the stem ends in BN-ReLU, the others ``"auto"``).
+            Pre-activation placements only.
         normalization: ``(mean, std)`` per channel on the input's scale, applied by a
             first ``Rescaling`` layer named ``normalize`` (the converters' preprocessing);
             None: the network takes its inputs as they are.
@@ -292,6 +301,7 @@ class PreActResNet(keras.Model):
                  classifier_activation="softmax", placement="full_preact", layout="paper",
                  bn_momentum=None, bn_epsilon=None, sync_bn=False, kernel_regularizer=None,
                  scan_units=False, remat=False, normalization=None, input_tensor=None,
+                 stem_activation="auto", head_activation="auto", preact=None,
                  name="resnet", dtype=None, trainable=True, **unit_options):
         form = check_choice("residual form", form, FORMS)
         stem = check_choice("stem", stem, STEMS)
@@ -299,6 +309,8 @@ class PreActResNet(keras.Model):
         unit_cls = PLACEMENTS[check_choice("placement", placement, PLACEMENTS)]
         _check_unit_options(unit_options)
         fixed = _layout_options(layout, stem, unit_cls, unit_options)
+        stem_act, head_act = _activations(stem_activation, head_activation, preact, layout, stem,
+                                          unit_cls)
         _check_top(include_top, pooling, classes, classifier_activation)
         if remat and not scan_units:
             raise ValueError("remat=True recomputes the activations of scanned units; use it "
@@ -312,20 +324,18 @@ class PreActResNet(keras.Model):
                       sync_bn=check_sync_bn(sync_bn),
                       kernel_regularizer=keras.regularizers.get(kernel_regularizer),
                       dtype=policy)
-        preactivated = bool(unit_cls.preact_ops)
-
         total_stride = (4 if stem == "imagenet" else 1) * math.prod(strides)
         inputs, x = _inputs(input_tensor, input_shape, total_stride, policy)
         if normalization is not None:
             x = normalization_layer(*normalization)(x)
-        x, first_preact = _stem(x, stem, layout, widths[0], preactivated, **shared)
+        x, first_preact = _stem(x, stem, layout, widths[0], stem_act, **shared)
         x, stage_outputs = _stages(
-            x, unit_cls, _unit_plan(layout, stage_units, strides, first_preact), widths,
+            x, unit_cls, _unit_plan(layout, stage_units, strides, preact or first_preact,
+                                    every=preact is not None), widths,
             form, scan=(bool(scan_units), bool(remat)), stride=total_stride // math.prod(strides),
             **shared, **fixed)
-        if preactivated:  # the extra BN-ReLU after the last addition
-            x = layers.BatchNormalization(name="post_bn", **_bn_kw(**shared))(x)
-            x = layers.ReLU(name="post_relu", dtype=policy)(x)
+        # after the last addition (the pre-activation nets' extra BN-ReLU)
+        x = _activation(x, head_act, "post", **shared)
         x = _head(x, include_top, pooling, classes, classifier_activation, **shared)
         super().__init__(inputs, x, name=name, trainable=trainable)
 
@@ -341,6 +351,7 @@ class PreActResNet(keras.Model):
             remat=bool(remat),
             normalization=None if normalization is None
             else [list(map(float, v)) for v in normalization],
+            stem_activation=stem_activation, head_activation=head_activation, preact=preact,
             **unit_options)
         self._policy = policy or keras.config.dtype_policy()
         # The layers before an input tensor (none for a keras.Input, whose name and dtype
@@ -505,6 +516,37 @@ def _layout_options(layout, stem, unit_cls, unit_options):
     return {**unit_options, **fixed}
 
 
+def _activations(stem_activation, head_activation, preact, layout, stem, unit_cls):
+    """The stem's and the head's activation (``"bn_relu"``, ``"relu"`` or None), "auto"
+    resolved; ``preact`` checked."""
+    for what, value in (("stem_activation", stem_activation),
+                        ("head_activation", head_activation)):
+        if value is not None:
+            check_choice(what, value, ACTIVATIONS)
+    if preact is not None:
+        check_choice("preact", preact, PREACT_CHOICES)
+        if not unit_cls.preact_ops:
+            raise ValueError(f"preact={preact!r} says where a pre-activation unit's shortcut "
+                             f"branches; placement {unit_cls.variant!r} has no pre-activation "
+                             "(use full_preact or relu_only_preact, or drop preact).")
+    if layout != "paper":
+        wrong = [f"{k}={v!r}" for k, v, allowed in (
+            ("stem_activation", stem_activation, ("auto", None)),
+            ("head_activation", head_activation, ("auto", "bn_relu")),
+            ("preact", preact, (None,))) if v not in allowed]
+        if wrong:
+            raise ValueError(f"layout={layout!r} fixes the stem (no activation), the head "
+                             "(BN-ReLU) and where each unit's shortcut branches; drop "
+                             f"{', '.join(wrong)} or use layout='paper'.")
+        return None, "bn_relu"
+    preactivated = bool(unit_cls.preact_ops)
+    if stem_activation == "auto":
+        stem_activation = None if stem == "cifar" and preactivated else "bn_relu"
+    if head_activation == "auto":
+        head_activation = "bn_relu" if preactivated else None
+    return stem_activation, head_activation
+
+
 def _check_top(include_top, pooling, classes, classifier_activation):
     if pooling not in POOLINGS:
         raise ValueError(f"Unknown pooling {pooling!r}. Valid choices: None, 'avg', 'max'.")
@@ -551,32 +593,42 @@ def _conv_kw(kernel_regularizer, use_bias=False, dtype=None, **_):
                 kernel_regularizer=kernel_regularizer, dtype=dtype)
 
 
-def _stem(x, stem, layout, width, preactivated, **shared):
-    """The stem, and how the first unit is pre-activated after it."""
+def _activation(x, activation, prefix, **shared):
+    """``activation`` ("bn_relu", "relu" or None) as layers ``{prefix}_bn``, ``{prefix}_relu``."""
+    if activation == "bn_relu":
+        x = layers.BatchNormalization(name=f"{prefix}_bn", **_bn_kw(**shared))(x)
+    if activation is not None:
+        x = layers.ReLU(name=f"{prefix}_relu", dtype=shared.get("dtype"))(x)
+    return x
+
+
+def _stem(x, stem, layout, width, activation, **shared):
+    """The stem, and how the first unit is pre-activated after it: its BN-ReLU shared with
+    its shortcut, or none where the stem ends in BN-ReLU."""
     dtype = shared.get("dtype")
+    first_preact = "none" if activation == "bn_relu" else "shared"
     if stem == "cifar":
         x = layers.Conv2D(width, 3, padding="same", name="stem_conv", **_conv_kw(**shared))(x)
-        if not preactivated:
-            x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
-            x = layers.ReLU(name="stem_relu", dtype=dtype)(x)
-        return x, "shared"
+        return _activation(x, activation, "stem", **shared), first_preact
     x = layers.ZeroPadding2D(3, name="stem_pad", dtype=dtype)(x)
     x = layers.Conv2D(width, 7, strides=2, name="stem_conv",
                       **_conv_kw(**{**shared, "use_bias": layout == "keras_applications"}))(x)
     if layout == "paper":
-        x = layers.BatchNormalization(name="stem_bn", **_bn_kw(**shared))(x)
-        x = layers.ReLU(name="stem_relu", dtype=dtype)(x)
+        x = _activation(x, activation, "stem", **shared)
+        if activation is None:  # a pool over signed values pads with -inf
+            return PaddedMaxPooling2D(3, 2, 1, name="stem_pool", dtype=dtype)(x), first_preact
         x = layers.ZeroPadding2D(1, name="pool_pad", dtype=dtype)(x)  # exact: the input is >= 0
-        return layers.MaxPooling2D(3, strides=2, name="stem_pool", dtype=dtype)(x), "none"
+        return layers.MaxPooling2D(3, strides=2, name="stem_pool", dtype=dtype)(x), first_preact
     if layout == "timm":
         return PaddedMaxPooling2D(3, 2, 1, name="stem_pool", dtype=dtype)(x), "auto"
     x = layers.ZeroPadding2D(1, name="pool_pad", dtype=dtype)(x)  # keras.applications' zeros
     return layers.MaxPooling2D(3, strides=2, name="stem_pool", dtype=dtype)(x), "auto"
 
 
-def _unit_plan(layout, stage_units, strides, first_preact):
+def _unit_plan(layout, stage_units, strides, first_preact, every=False):
     """Per stage, the per-unit options: its stride and, where the layout needs them,
-    its projection and pre-activation."""
+    its projection and pre-activation (``first_preact`` on the first unit, or on ``every``
+    unit)."""
     plan = []
     for s, (units, stride) in enumerate(zip(stage_units, strides)):
         stage = [{"strides": 1} for _ in range(units)]
@@ -589,8 +641,9 @@ def _unit_plan(layout, stage_units, strides, first_preact):
         else:
             stage[0]["strides"] = stride
         plan.append(stage)
-    if first_preact != "auto":
-        plan[0][0]["preact"] = first_preact
+    for unit in [u for stage in plan for u in stage] if every else [plan[0][0]]:
+        if first_preact != "auto":
+            unit["preact"] = first_preact
     return plan
 
 

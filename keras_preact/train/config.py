@@ -13,6 +13,10 @@ He et al. 2016 for the chosen arch:
 * ImageNet: batch 256, 0.1 divided by 10 at epochs 30 and 60, 90 epochs;
   evaluation on a 224 center crop or the paper's 320 crop.
 
+``--recipe resnet-1k-layers`` trains as the authors' released Torch code does instead
+(``RECIPES``): Nesterov momentum in Torch's form, weight decay on every parameter, the
+learning rate divided by 10 at epochs 81 and 122 of 164, no warm-up.
+
 ``--iterations``/``--epochs`` rescale the milestones (and the warm-up) proportionally;
 ``--warmup-iterations`` sets the warm-up's length instead (ResNet v1's rule is "0.01 until the
 training error is below 80%", which is about 400 iterations on CIFAR: on a small data set and
@@ -38,6 +42,37 @@ IMAGENET_MILESTONE_EPOCHS = (30, 60)
 WARMUP_ITERATIONS, WARMUP_LR = 400, 0.01
 LR_DROP = 0.1
 
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How a run is optimised, with where it comes from."""
+
+    name: str
+    source: str
+    torch_sgd: bool  # Torch's optim.sgd (its momentum buffer holds no rate) or Keras' SGD
+    nesterov: bool
+    decay_all: bool  # weight decay on every parameter (Torch), or coupled L2 on the kernels
+    warmup: bool  # the paper's 0.01 warm-up (--no-warmup turns it off)
+    cifar_epochs: int = None  # CIFAR in epochs (None: CIFAR_ITERATIONS iterations) ...
+    milestone_epochs: tuple = ()  # ... and the drops after these many whole epochs
+
+
+RECIPES = {r.name: r for r in (
+    Recipe("paper", "He et al. 2016 (sec. 4.1, trained in Caffe, unreleased for CIFAR): SGD "
+           "momentum 0.9, coupled weight decay 1e-4 on the weights, 0.1 divided by 10 at 32k "
+           "and 48k iterations of 64k, a 0.01 warm-up", torch_sgd=False, nesterov=False,
+           decay_all=False, warmup=True),
+    # train.lua: "decay = epoch >= 122 and 2 or epoch >= 81 and 1 or 0" (1-based epochs,
+    # whatever -nEpochs is); optim.sgd with nesterov, dampening 0 and weightDecay 1e-4 on
+    # model:getParameters() (BN and the classifier's bias included).
+    Recipe("resnet-1k-layers", "the authors' released Torch code (KaimingHe/resnet-1k-layers "
+           "on facebook/fb.resnet.torch's train.lua): Nesterov SGD 0.9 with Torch's momentum "
+           "buffer, weight decay 1e-4 on every parameter, 0.1 divided by 10 at epochs 81 and "
+           "122, 164 epochs, no warm-up", torch_sgd=True, nesterov=True, decay_all=True,
+           warmup=False, cifar_epochs=164, milestone_epochs=(80, 121)),
+)}
+
 SCAN_CHOICES = ("auto", "on", "off")
 # scan_units="auto", by measurement on the 2-core CPU (scripts/benchmark.py train, batch 8):
 # without XLA (TensorFlow's default on a CPU) the scanned net steps as fast as the unrolled
@@ -59,7 +94,7 @@ def option(default=None, help="", group=None, *, choices=None, listed=None, meta
     checked by ``resolve_config`` with its own message); ``network``: the field is passed
     to the network's builder as it is; ``volatile``: it may differ between two invocations
     of the same run (it is not part of the run's ``identity``); ``later``: added after
-    runs were first recorded, so left out of the identity while unset.
+    runs were first recorded, so left out of the identity while at its default.
     ``scripts/train.py``'s options, its ``--help``,
     ``lab.experiments.train_command`` and the README's table (``options_table``) derive
     from these declarations."""
@@ -87,16 +122,21 @@ class TrainConfig:
     shortcut: object = option(  # a name, "NAME:key=value,...", or a dict
         "identity", "shortcut of Fig. 2, e.g. constant_scaling:scale=0.5", "model",
         metavar="NAME[:key=value,...]", listed=lambda: catalog.SHORTCUT_OPTIONS, network=True)
-    projection: str = option(
-        "B", "where the shape changes: A zero-pads, B projects there, C projects on every "
-        "unit", "model", choices=catalog.PROJECTIONS, network=True)
+    projection: str = option(  # default: the arch's (B but for resnet18_cifar_option_a's A)
+        help="where the shape changes: A zero-pads, B projects there, C projects on every "
+        "unit (default: B; the arch's where it binds one)", group="model",
+        choices=catalog.PROJECTIONS, network=True)
+    recipe: str = option(
+        "paper", "how to optimise: paper (He et al. 2016) or resnet-1k-layers (the authors' "
+        "Torch trainer: Nesterov, decay on every parameter, epochs 81/122 of 164)",
+        "optimisation", choices=tuple(RECIPES), later=True)
     batch_size: int = option(
         help="global batch size (default: 128; ImageNet 256)", group="optimisation")
     lr: float = option(0.1, "learning rate after the warm-up", "optimisation")
     momentum: float = option(0.9, "SGD momentum, in [0, 1)", "optimisation")
     weight_decay: float = option(1e-4, "the paper's (coupled L2) weight decay", "optimisation")
-    warmup: bool = option(True, "skip the 0.01 warm-up of the first 400 iterations",
-                          "optimisation")
+    warmup: bool = option(True, "skip the 0.01 warm-up of the first 400 iterations (the "
+                          "resnet-1k-layers recipe has none)", "optimisation")
     warmup_iterations: int = option(
         help="warm up for N iterations (default: 400, scaled down with --iterations/--epochs)",
         group="optimisation", metavar="N", later=True)
@@ -104,8 +144,8 @@ class TrainConfig:
         help="CIFAR: total iterations (default 64k); the milestones scale with it",
         group="optimisation")
     epochs: int = option(
-        help="total epochs instead (ImageNet default 90); the milestones scale",
-        group="optimisation")
+        help="total epochs instead (ImageNet default 90; resnet-1k-layers 164, its milestones "
+        "fixed from 164 on); the milestones scale", group="optimisation")
     steps_per_epoch: int = option(
         help="batches per epoch (default: the training set's size / batch)",
         group="optimisation")
@@ -166,7 +206,7 @@ class TrainConfig:
         values = dataclasses.asdict(self)
         return {f.name: values[f.name] for f in dataclasses.fields(self)
                 if not f.metadata["volatile"]
-                and not (f.metadata["later"] and values[f.name] is None)}
+                and not (f.metadata["later"] and values[f.name] == f.default)}
 
 
 # The groups of train.py's --help (and of the README's table), in this order.
@@ -230,7 +270,8 @@ def resolve_config(config):
     c.dataset = check_choice("dataset", c.dataset or spec.dataset, DATASET_NAMES)
     check_choice("placement", c.placement, catalog.PLACEMENT_FIGURES)
     c.shortcut = catalog.resolve_shortcut(c.shortcut)
-    check_choice("projection", c.projection, catalog.PROJECTIONS)
+    c.projection = check_choice("projection", c.projection or spec.fixed.get("projection", "B"),
+                                catalog.PROJECTIONS)
     check_choice("strategy", c.strategy, STRATEGIES)
     check_choice("mixed precision", c.mixed_precision, PRECISIONS)
     c.jit_compile = check_choice("jit_compile", str(c.jit_compile).lower(), JIT_CHOICES)
@@ -245,7 +286,7 @@ def resolve_config(config):
         raise ValueError(
             f"arch {c.arch!r} ({spec.family} family, {spec.input_shape[0]}x{spec.input_shape[1]} "
             f"input) does not match dataset {c.dataset!r}: use an ImageNet arch "
-            f"({', '.join(n for n in registry.list_models('imagenet') if not n.endswith('_cifar'))}) "
+            f"({', '.join(n for n in registry.list_models('imagenet') if registry.get_spec(n).stem == 'imagenet')}) "
             "with imagenet2012 and a CIFAR arch with cifar10, cifar100 or digits."
         )
     if c.batch_size is None:
@@ -256,11 +297,15 @@ def resolve_config(config):
     c.weight_decay = check_float("weight_decay", c.weight_decay, 0.0)
     if c.iterations is not None and c.epochs is not None:
         raise ValueError("Give --iterations or --epochs, not both.")
+    recipe = RECIPES[check_choice("recipe", c.recipe, RECIPES)]
     if c.iterations is not None:
         check_int("iterations", c.iterations, minimum=1)
         if imagenet:
             raise ValueError("--iterations applies to the CIFAR schedule; ImageNet runs in "
                              "--epochs (default 90).")
+        if recipe.cifar_epochs:
+            raise ValueError(f"the {recipe.name} recipe runs in --epochs (default "
+                             f"{recipe.cifar_epochs}), not --iterations.")
     check_int("steps_per_execution", c.steps_per_execution, minimum=1)
     for name in ("epochs", "steps_per_epoch", "cpu_replicas"):
         if getattr(c, name) is not None:
@@ -275,23 +320,31 @@ def resolve_config(config):
         c.eval_size = int(check_choice("eval size", str(c.eval_size), map(str, EVAL_SIZES)))
     if c.cifar_archive is not None and c.dataset not in ("cifar10", "cifar100"):
         raise ValueError(f"--cifar-archive applies to cifar10 and cifar100, not {c.dataset}.")
-    c.sync_bn, c.deterministic, c.warmup = bool(c.sync_bn), bool(c.deterministic), bool(c.warmup)
+    c.sync_bn, c.deterministic = bool(c.sync_bn), bool(c.deterministic)
+    c.warmup = bool(c.warmup) and recipe.warmup
+    if c.warmup_iterations is not None and not recipe.warmup:
+        raise ValueError(f"the {recipe.name} recipe has no warm-up: drop --warmup-iterations, "
+                         "or use --recipe paper.")
     if c.warmup_iterations is not None:
         check_int("warmup_iterations", c.warmup_iterations, minimum=1)
         if not c.warmup:
             raise ValueError("--warmup-iterations sets the length of the warm-up that "
                              "--no-warmup turns off: give one of them.")
         check_warmup(c, total_iterations(c))
+    spec.check(network_options(c))
     return c
 
 
 def total_iterations(config, steps_per_epoch=None):
     """The run's iterations; ``None`` where they are a number of epochs and the steps per
     epoch are not known yet (neither ``steps_per_epoch`` nor ``--steps-per-epoch``)."""
-    if config.dataset != "imagenet2012" and config.epochs is None:
+    recipe = RECIPES[config.recipe]
+    imagenet = config.dataset == "imagenet2012"
+    if not imagenet and config.epochs is None and not recipe.cifar_epochs:
         return config.iterations or CIFAR_ITERATIONS
     steps = steps_per_epoch or config.steps_per_epoch
-    return (config.epochs or IMAGENET_EPOCHS) * steps if steps else None
+    epochs = config.epochs or (IMAGENET_EPOCHS if imagenet else recipe.cifar_epochs)
+    return epochs * steps if steps else None
 
 
 def check_warmup(config, total):
@@ -355,9 +408,15 @@ def schedule_for(config, steps_per_epoch):
     a warm-up that the now known total leaves no room after is refused (``ValueError``)."""
     total = total_iterations(config, steps_per_epoch)
     check_warmup(config, total)
+    recipe = RECIPES[config.recipe]
     if config.dataset == "imagenet2012":
         scale = (config.epochs or IMAGENET_EPOCHS) / IMAGENET_EPOCHS
         milestones = [round(e * scale * steps_per_epoch) for e in IMAGENET_MILESTONE_EPOCHS]
+    elif recipe.cifar_epochs:
+        # By whole epochs, as train.lua drops the rate: at its epochs from cifar_epochs on
+        # (whatever -nEpochs is), and at the same share of a shorter run.
+        scale = min(1.0, (config.epochs or recipe.cifar_epochs) / recipe.cifar_epochs)
+        milestones = [round(e * scale) * steps_per_epoch for e in recipe.milestone_epochs]
     else:
         scale = total / CIFAR_ITERATIONS
         milestones = [round(b * scale) for b in CIFAR_MILESTONES]
@@ -377,6 +436,16 @@ def schedule_for(config, steps_per_epoch):
     steps = min(steps_per_epoch, total)  # (a run shorter than an epoch is one short epoch)
     return Schedule(total, -(-total // steps), tuple(boundaries), tuple(values), warmup,
                     tuple(milestones), steps)
+
+
+def recipe_error(config):
+    """What the recipe's source reports for this configuration (``registry.RECIPE_ERRORS``:
+    median, mean and std, %), or ``None``."""
+    if (config.placement, config.shortcut, config.projection) != (
+            "full_preact", {"name": "identity"}, "B"):
+        return None
+    return registry.RECIPE_ERRORS.get(config.recipe, {}).get(
+        (config.arch, config.dataset, config.batch_size))
 
 
 def paper_error(config):

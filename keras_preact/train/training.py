@@ -23,16 +23,19 @@ import numpy as np
 from keras_preact.io import files
 from keras_preact.models import registry
 from keras_preact.train import rundir
+from keras_preact.train.optimizers import make_optimizer
 from keras_preact.layers.scanned import ScannedUnits
 from keras_preact.layers.devices import compiles_by_default
 from keras_preact.vocab._validation import UserError, installed
 from keras_preact.train.config import (  # noqa: F401 - the configuration API is public here too
     DATASET_NAMES,
     PRECISIONS,
+    RECIPES,
     STRATEGIES,
     TrainConfig,
     network_options,
     paper_error,
+    recipe_error,
     resolve_config,
     scan_choice,
     schedule_for,
@@ -150,22 +153,23 @@ def _worker_path(model_dir, chief, name):
 
 
 # -- callbacks -----------------------------------------------------------------------
-class StopOnNaN(keras.callbacks.TerminateOnNaN):
-    """Keras' ``TerminateOnNaN(raise_error=True)``: the diverged step raises before any
-    epoch-end callback runs, so no backup or checkpoint of it is written."""
+class StopOnNaN(keras.callbacks.Callback):
+    """Raise at the first step whose loss is NaN or infinite, before any epoch-end callback
+    runs, so no backup or checkpoint of it is written. (Keras' ``TerminateOnNaN`` does this
+    with ``raise_error=True``, which Keras 3.9 to 3.12 lack: theirs only stops at the epoch's
+    end.)"""
 
     def __init__(self):
-        super().__init__(raise_error=True)
+        super().__init__()
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
-    def on_batch_end(self, batch, logs=None):
-        try:
-            super().on_batch_end(batch, logs)
-        except RuntimeError:
-            raise TrainingDiverged(self.epoch + 1, batch) from None
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDiverged(self.epoch + 1, batch)
 
 
 class StopAtIteration(keras.callbacks.Callback):
@@ -381,13 +385,16 @@ def _build_model(config, data, schedule, strategy, scan=False):
     input_shape = data.input_shape
     if config.eval_size not in (None, input_shape[0]):
         input_shape = (None, None, input_shape[-1])
+    recipe = RECIPES[config.recipe]
     model = registry.get_model(
         config.arch, classes=data.classes, input_shape=input_shape,
-        kernel_regularizer=coupled_l2(config.weight_decay), classifier_activation=None,
-        scan_units=scan, remat=scan and config.remat, **network_options(config),
+        kernel_regularizer=None if recipe.decay_all else coupled_l2(config.weight_decay),
+        classifier_activation=None, scan_units=scan, remat=scan and config.remat,
+        **network_options(config),
     )
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate(schedule), momentum=config.momentum),
+        optimizer=make_optimizer(recipe, learning_rate(schedule), config.momentum,
+                                 config.weight_decay),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=_xla(config, strategy),
@@ -587,9 +594,9 @@ def _fit(model, config, data, schedule, chief, start_epoch, seconds, checkpoints
     loss, accuracy = model.evaluate(data.test, verbose=0)
     return {
         "arch": config.arch, "dataset": config.dataset, "placement": config.placement,
-        "shortcut": config.shortcut, "projection": config.projection,
+        "shortcut": config.shortcut, "projection": config.projection, "recipe": config.recipe,
         "test_error": round(100.0 * (1.0 - accuracy), 3), "test_loss": float(loss),
-        "paper_error": paper_error(config),
+        "paper_error": paper_error(config), "recipe_error": recipe_error(config),
         "iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
         "epochs": schedule.epochs, "resumed_from_epoch": start_epoch,
         "wall_time_s": round(backup.train_seconds(), 1),
@@ -664,8 +671,13 @@ def _report_start(config, model, data, schedule, strategy, n_replicas, start_epo
         f"{'x'.join(map(str, data.input_shape))}"
         + (f", evaluated at {config.eval_size}x{config.eval_size}"
            if config.eval_size not in (None, data.input_shape[0]) else ""))
+    recipe = RECIPES[config.recipe]
     log(f"schedule   batch {config.batch_size}, {schedule.describe(data.steps_per_epoch)}; "
-        f"learning rate {', '.join(rates)}; momentum {config.momentum:g}, weight decay {config.weight_decay:g}")
+        f"learning rate {', '.join(rates)}; recipe {recipe.name}: "
+        + ("Nesterov " if recipe.nesterov else "") + f"momentum {config.momentum:g}"
+        + (" (Torch's buffer)" if recipe.torch_sgd else "")
+        + f", weight decay {config.weight_decay:g} on "
+        + ("every parameter" if recipe.decay_all else "the weights"))
     log(f"devices    strategy {kind} ({n_replicas} replica{'s' if n_replicas > 1 else ''}), "
         f"precision {'float32' if config.mixed_precision == 'off' else 'mixed_' + config.mixed_precision}, "
         f"backend {keras.backend.backend()}, "
@@ -687,10 +699,14 @@ def _error_line(results):
         paper = f"fail, i.e. above {registry.FAIL_ABOVE:g}%,"
     elif paper is not None:
         paper = f"{paper:.2f}%"
+    published = results.get("recipe_error")
     return (f"test error {results['test_error']:.2f}%"
             + (f" (paper: {paper} for {results['arch']} {results['placement']} on "
                f"{results['dataset']})" if paper is not None
-               else " (the paper reports no figure for this configuration)"))
+               else " (the paper reports no figure for this configuration)")
+            + (f"; {results['recipe']} reports {published['median']:.2f}% median, "
+               f"{published['mean']:.2f} ± {published['std']:.2f}% mean ± std at this batch"
+               if published else ""))
 
 
 def _report_end(config, results, chief, log):

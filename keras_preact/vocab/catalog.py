@@ -28,6 +28,12 @@ FORMS = ("basic", "bottleneck")
 EXPANSION = {"basic": 1, "bottleneck": 4}
 STEMS = ("imagenet", "cifar")
 PROJECTIONS = ("A", "B", "C")
+# What may follow the stem's convolution and the last unit (the builders' stem_activation and
+# head_activation): BN then ReLU, ReLU only, or nothing (None). "auto", their default: the
+# network's usual form (the pre-activation nets: no BN-ReLU after the CIFAR stem, BN-ReLU
+# after the ImageNet stem and after the last unit; the other placements: conv-BN-ReLU stems
+# and nothing after the last addition).
+ACTIVATIONS = ("auto", "bn_relu", "relu", None)
 
 PLACEMENT_FIGURES = {
     "original": "4(a)",
