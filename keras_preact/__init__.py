@@ -104,5 +104,6 @@ def __dir__():
 # The pretrained weights' sources register themselves (no Keras import): the builders'
 # weights="imagenet" resolves through them.
 importlib.import_module("keras_preact.interop.convert")
-if "keras" in sys.modules:  # register the layers for keras.saving.load_model
+if "keras" in sys.modules:  # register the layers (and TorchSGD) for keras.saving.load_model
     importlib.import_module("keras_preact.models.resnet")
+    importlib.import_module("keras_preact.train.optimizers")

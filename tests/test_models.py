@@ -191,6 +191,9 @@ def test_stem_head_and_preact_options_place_what_they_say():
     (lambda: kp.PreActResNet50(layout="timm", stem_activation="relu"),
      "layout='timm' fixes the stem (no activation), the head (BN-ReLU) and where each unit's "
      "shortcut branches; drop stem_activation='relu' or use layout='paper'"),
+    (lambda: kp.get_model("resnet18_cifar_option_a", placement="original"),
+     "arch 'resnet18_cifar_option_a' is built of pre-activation units (preact='residual'); "
+     "placement 'original' has none: use relu_only_preact or full_preact with it"),
     (lambda: kp.get_model("resnet18_pytorch_cifar", preact="residual"),
      "arch 'resnet18_pytorch_cifar' is PreActResNet18 with stem='cifar', projection='B', "
      "preact='auto', stem_activation=None, head_activation=None; preact='residual' would "
@@ -214,6 +217,7 @@ def test_the_cifar_variants_scan_unroll_and_round_trip(tmp_path, rng):
     np.testing.assert_allclose(to_np(scanned(x)), y, rtol=1e-5, atol=1e-5)
     assert scanned.get_config()["preact"] == "auto" and scanned.get_config()["head_activation"] is None
     option_a = kp.get_model("resnet18_cifar_option_a", classes=3)
+    assert option_a.name == "preact_resnet18_cifar_option_a"  # (three 18s share a stem)
     x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
     path = tmp_path / "a.keras"
     option_a.save(path)

@@ -90,12 +90,23 @@ def test_the_torch_recipes_step_is_optim_sgd_across_a_rate_drop():
     np.testing.assert_allclose(same[0], constant[0], rtol=2e-5, atol=2e-6)
 
 
-def test_torch_sgd_round_trips_its_configuration():
+def test_torch_sgd_round_trips_its_configuration(tmp_path):
     opt = TorchSGD(0.05, momentum=0.8, nesterov=False, decay=3e-4)
     again = TorchSGD.from_config(opt.get_config())
     assert (again.decay, again.momentum, again.nesterov) == (3e-4, 0.8, False)
     with pytest.raises(ValueError, match="decay must be at least 0"):
         TorchSGD(decay=-1.0)
+    # A checkpoint of a run under the recipe (compiled with TorchSGD) loads in a new process
+    # after `import keras_preact`, as the README promises of every .keras file.
+    from conftest import python
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=TorchSGD(0.1, decay=1e-4), loss="mse")
+    model.save(tmp_path / "m.keras")
+    result = python("-c", "import sys, keras, keras_preact; m = keras.saving.load_model("
+                    "sys.argv[1], safe_mode=True); print(type(m.optimizer).__name__, "
+                    "m.optimizer.decay)", str(tmp_path / "m.keras"))
+    assert result.returncode == 0 and result.stdout.split() == ["TorchSGD", "0.0001"], result.stderr
 
 
 # -- the schedule and the configuration --------------------------------------------------
@@ -117,9 +128,15 @@ def test_the_torch_recipes_schedule_is_train_luas():
     short = cfg.schedule_for(resolved(arch="resnet56", dataset="digits", epochs=14,
                                       recipe="resnet-1k-layers"), steps_per_epoch=22)
     assert short.boundaries == (7 * 22, 10 * 22) and short.total_iterations == 14 * 22
-    # ImageNet: fb.resnet.torch's floor((epoch - 1) / 30).
+    # A run of one epoch drops after it, not from its start.
+    one = cfg.schedule_for(resolved(arch="resnet20", dataset="digits", epochs=2,
+                                    recipe="resnet-1k-layers"), steps_per_epoch=22)
+    assert one.boundaries == (22,) and one.values == pytest.approx((0.1, 0.001))
+    # ImageNet: fb.resnet.torch's floor((epoch - 1) / 30), a drop every 30 epochs.
     imagenet = cfg.schedule_for(resolved(arch="resnet50", recipe="resnet-1k-layers"), 5005)
     assert imagenet.boundaries == (30 * 5005, 60 * 5005) and imagenet.warmup_iterations == 0
+    longer = cfg.schedule_for(resolved(arch="resnet50", recipe="resnet-1k-layers", epochs=120), 10)
+    assert longer.boundaries == (300, 600, 900) and longer.values[-1] == pytest.approx(1e-4)
 
 
 @pytest.mark.parametrize("kwargs, message", [

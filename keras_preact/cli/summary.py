@@ -41,6 +41,8 @@ def summary(args):
                           f"{sum(math.prod(w.shape) for w in model.trainable_weights):,} "
                           "trainable parameters")
     for key, value in info.items():
+        if key in ("options", "source") and not value:  # (only the variants bind options)
+            continue
         print(f"{key}: {json.dumps(value) if isinstance(value, dict) else value}")
 
 

@@ -251,10 +251,10 @@ def _tfds_folder(name, data_dir):
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core import constants
 
-    # tfds' own layout, <data dir>/<name>/<version>, with its default data dir (which reads
-    # TFDS_DATA_DIR); tensorflow-datasets 4.9.2, the floor, has no function that says it.
-    root = constants.DATA_DIR if data_dir is None else data_dir
-    return os.path.join(root, name, str(tfds.builder_cls(name).VERSION))
+    # tfds' own layout, <data dir>/<name>/<version>, and its default data dir; no function
+    # says it in both 4.9.2 (the floor) and 4.9.10 (file_utils changed between them).
+    root = data_dir if data_dir is not None else os.environ.get("TFDS_DATA_DIR", constants.DATA_DIR)
+    return os.path.join(os.path.expanduser(root), name, str(tfds.builder_cls(name).VERSION))
 
 
 def _damaged_tfds(folder, name, problem):

@@ -293,8 +293,9 @@ def write_results(name, runs, rows, path):
     from keras_preact.train.config import RECIPES, WARMUP_LR, TrainConfig
 
     c = runs[0].config
+    epochs = c.epochs or RECIPES[c.recipe].cifar_epochs
     budget = (f"{c.iterations} iterations" if c.iterations else
-              f"{c.epochs} epochs" if c.epochs else "the paper's schedule")
+              f"{epochs} epochs" if epochs else "the paper's schedule")
     if c.steps_per_epoch:
         budget += f" of {c.steps_per_epoch} steps"
     if c.warmup_iterations:

@@ -138,17 +138,30 @@ class ModelSpec:
         return getattr(importlib.import_module("keras_preact.models"), self.builder_name)
 
     def check(self, options):
-        """Refuse builder ``options`` that would change what the arch binds."""
+        """Refuse builder ``options`` that would change what the arch binds, or that its
+        bound ``preact`` does not fit (a placement without pre-activation)."""
         clash = [f"{k}={options[k]!r}" for k, v in self.fixed.items()
                  if k in options and options[k] != v]
         if clash:
             raise ValueError(f"arch {self.name!r} is PreActResNet{self.depth} with "
                              f"{_spelled(self.fixed)}; {', '.join(clash)} would make it "
-                             "another network: build that one with the builder instead.")
+                             f"another network: leave {' and '.join(c.split('=')[0] for c in clash)} "
+                             "as the arch binds it, or build that network with the builder.")
+        placement = options.get("placement", "full_preact")
+        if "preact" in self.fixed and placement not in catalog.PREACTIVATED:
+            raise ValueError(f"arch {self.name!r} is built of pre-activation units "
+                             f"(preact={self.fixed['preact']!r}); placement {placement!r} has "
+                             f"none: use {' or '.join(catalog.PREACTIVATED)} with it, or another "
+                             "arch (resnet18_cifar).")
 
     def build(self, **kwargs):
-        """The arch's network; ``kwargs`` go to its builder (see :meth:`check`)."""
+        """The arch's network; ``kwargs`` go to its builder (see :meth:`check`). An arch
+        that binds options names its network after itself."""
         self.check(kwargs)
+        if self.options and kwargs.get("name") is None:
+            placement = kwargs.get("placement", "full_preact")
+            kwargs["name"] = (f"preact_{self.name}" if placement == "full_preact"
+                              else f"{self.name}_{placement}")
         return self.builder(**{**kwargs, **self.fixed})
 
 
@@ -240,6 +253,7 @@ def model_info(name):
     info = dataclasses.asdict(spec)
     info["builder"] = info.pop("builder_name")
     info["paper_error"] = spec.paper_error
+    info["options"] = dict(spec.options)
     return info
 
 

@@ -234,8 +234,9 @@ def _check_unit_options(unit_options):
     if unknown:
         raise ValueError(
             f"Unknown option(s) {unknown}. The builders take the keras.applications "
-            "arguments, placement, bn_momentum, bn_epsilon, sync_bn, kernel_regularizer and "
-            f"the residual units' options: {', '.join(UNIT_OPTIONS)}."
+            "arguments, placement, layout, stem_activation, head_activation, preact, "
+            "bn_momentum, bn_epsilon, sync_bn, kernel_regularizer, scan_units, remat, "
+            f"normalization and the residual units' options: {', '.join(UNIT_OPTIONS)}."
         )
 
 

@@ -43,7 +43,6 @@ WARMUP_ITERATIONS, WARMUP_LR = 400, 0.01
 LR_DROP = 0.1
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """How a run is optimised, with where it comes from."""
@@ -56,6 +55,7 @@ class Recipe:
     warmup: bool  # the paper's 0.01 warm-up (--no-warmup turns it off)
     cifar_epochs: int = None  # CIFAR in epochs (None: CIFAR_ITERATIONS iterations) ...
     milestone_epochs: tuple = ()  # ... and the drops after these many whole epochs
+    imagenet_every: int = None  # ImageNet: a drop every this many epochs (None: the paper's)
 
 
 RECIPES = {r.name: r for r in (
@@ -70,7 +70,7 @@ RECIPES = {r.name: r for r in (
            "on facebook/fb.resnet.torch's train.lua): Nesterov SGD 0.9 with Torch's momentum "
            "buffer, weight decay 1e-4 on every parameter, 0.1 divided by 10 at epochs 81 and "
            "122, 164 epochs, no warm-up", torch_sgd=True, nesterov=True, decay_all=True,
-           warmup=False, cifar_epochs=164, milestone_epochs=(80, 121)),
+           warmup=False, cifar_epochs=164, milestone_epochs=(80, 121), imagenet_every=30),
 )}
 
 SCAN_CHOICES = ("auto", "on", "off")
@@ -134,7 +134,9 @@ class TrainConfig:
         help="global batch size (default: 128; ImageNet 256)", group="optimisation")
     lr: float = option(0.1, "learning rate after the warm-up", "optimisation")
     momentum: float = option(0.9, "SGD momentum, in [0, 1)", "optimisation")
-    weight_decay: float = option(1e-4, "the paper's (coupled L2) weight decay", "optimisation")
+    weight_decay: float = option(1e-4, "weight decay, as the recipe applies it (paper: coupled L2 "
+                                 "on the kernels; resnet-1k-layers: in the gradient of every "
+                                 "parameter)", "optimisation")
     warmup: bool = option(True, "skip the 0.01 warm-up of the first 400 iterations (the "
                           "resnet-1k-layers recipe has none)", "optimisation")
     warmup_iterations: int = option(
@@ -409,14 +411,20 @@ def schedule_for(config, steps_per_epoch):
     total = total_iterations(config, steps_per_epoch)
     check_warmup(config, total)
     recipe = RECIPES[config.recipe]
-    if config.dataset == "imagenet2012":
-        scale = (config.epochs or IMAGENET_EPOCHS) / IMAGENET_EPOCHS
+    epochs = config.epochs or (IMAGENET_EPOCHS if config.dataset == "imagenet2012"
+                               else recipe.cifar_epochs)
+    if config.dataset == "imagenet2012" and recipe.imagenet_every:
+        # fb.resnet.torch: floor((epoch - 1) / 30), a drop every 30 epochs whatever -nEpochs is
+        milestones = [e * steps_per_epoch for e in range(recipe.imagenet_every, epochs,
+                                                         recipe.imagenet_every)]
+    elif config.dataset == "imagenet2012":
+        scale = epochs / IMAGENET_EPOCHS
         milestones = [round(e * scale * steps_per_epoch) for e in IMAGENET_MILESTONE_EPOCHS]
     elif recipe.cifar_epochs:
         # By whole epochs, as train.lua drops the rate: at its epochs from cifar_epochs on
-        # (whatever -nEpochs is), and at the same share of a shorter run.
-        scale = min(1.0, (config.epochs or recipe.cifar_epochs) / recipe.cifar_epochs)
-        milestones = [round(e * scale) * steps_per_epoch for e in recipe.milestone_epochs]
+        # (whatever -nEpochs is), and at the same share (at least one epoch in) of a shorter run.
+        scale = min(1.0, epochs / recipe.cifar_epochs)
+        milestones = [max(1, round(e * scale)) * steps_per_epoch for e in recipe.milestone_epochs]
     else:
         scale = total / CIFAR_ITERATIONS
         milestones = [round(b * scale) for b in CIFAR_MILESTONES]

@@ -613,10 +613,10 @@ def _diverged_message(config, epoch, batch):
         held = None
     kept = (f"{last} holds epoch {held}, the last finished one" if held and os.path.exists(last)
             else "no epoch had finished, so there is no checkpoint")
+    warmup = " or with the warm-up on" if RECIPES[config.recipe].warmup else ""
     return (f"The loss became NaN or infinite in epoch {epoch}, batch {batch}. Training "
             f"stopped without saving the diverged state; {kept}. Train again with a lower --lr "
-            f"(this run: {config.lr:g}) or with the warm-up on, in a new --model-dir or with "
-            "--overwrite.")
+            f"(this run: {config.lr:g}){warmup}, in a new --model-dir or with --overwrite.")
 
 
 def benchmark_backup(arch, repeats=7, log=print):

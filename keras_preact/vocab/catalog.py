@@ -42,6 +42,7 @@ PLACEMENT_FIGURES = {
     "relu_only_preact": "4(d)",
     "full_preact": "4(e)",
 }
+PREACTIVATED = ("relu_only_preact", "full_preact")  # the placements with a pre-activation
 SHORTCUT_FIGURES = {
     "identity": "2(a)",
     "constant_scaling": "2(b)",
