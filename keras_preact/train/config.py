@@ -59,8 +59,8 @@ class Recipe:
 
 
 RECIPES = {r.name: r for r in (
-    Recipe("paper", "He et al. 2016 (sec. 4.1, trained in Caffe, unreleased for CIFAR): SGD "
-           "momentum 0.9, coupled weight decay 1e-4 on the weights, 0.1 divided by 10 at 32k "
+    Recipe("paper", "He et al. 2016 (trained in Caffe, unreleased for CIFAR): SGD momentum "
+           "0.9, coupled weight decay 1e-4 on the weights, 0.1 divided by 10 at 32k "
            "and 48k iterations of 64k, a 0.01 warm-up", torch_sgd=False, nesterov=False,
            decay_all=False, warmup=True),
     # train.lua: "decay = epoch >= 122 and 2 or epoch >= 81 and 1 or 0" (1-based epochs,
